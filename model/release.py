@@ -1,0 +1,368 @@
+"""Model releases: write one directory per version, verify and load one (layout in ARCHITECTURE.md).
+
+    models/<version>/manifest.json, user_tower.onnx, item_embeddings.npy, item_ids.txt, items.hnsw
+    models/CURRENT
+
+A release is written into a hidden temporary directory and renamed into place, and CURRENT is
+replaced atomically, so a reader never sees half a release. `load_release` trusts nothing: it checks
+every checksum, every shape against every other, and runs the tower once before handing it out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from model.data import Vocab
+from model.mind import MIND, Tower
+
+FILES = ("user_tower.onnx", "item_embeddings.npy", "item_ids.txt", "items.hnsw")
+FORMAT = 1
+ONNX_OPSET = 17
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 200
+HNSW_EF_SEARCH = 200  # query-time ef; not stored in the index file, set again on load
+
+
+class ReleaseError(Exception):
+    """A release directory that must not be served; the message says which file and why."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _Export(torch.nn.Module):
+    def __init__(self, model: Tower):
+        super().__init__()
+        self.model = model
+
+    def forward(self, items: torch.Tensor, profile: torch.Tensor):
+        return self.model.export_forward(items, profile)
+
+
+def export_onnx(model: Tower, path: Path) -> None:
+    """user_tower.onnx: inputs items [B, L] int64 (left-padded, 0 = padding) and profile [B, F] int64;
+    outputs interests [B, K, d] float32, n_interests [B] int64 and coupling [B, L, K] float32."""
+    was_training = model.training
+    model = model.cpu().eval()
+    n_fields = len(model.profile_sizes)
+    items = torch.tensor([[0, 0, 1, 2, 3], [1, 2, 3, 4, 5]], dtype=torch.long).clamp(max=model.n_items)
+    profile = torch.zeros(2, n_fields, dtype=torch.long)
+    # the wrapper must be in eval mode too: the exporter restores the wrapper's mode recursively afterwards
+    wrapper = _Export(model).eval()
+    with warnings.catch_warnings():
+        # the TorchScript exporter (dynamo=False) is deliberate: ENVIRONMENT.md measured it on this routing loop
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _export(wrapper, items, profile, path)
+    model.train(was_training)
+
+
+def _export(wrapper: torch.nn.Module, items: torch.Tensor, profile: torch.Tensor, path: Path) -> None:
+    torch.onnx.export(
+        wrapper,
+        (items, profile),
+        str(path),
+        dynamo=False,
+        opset_version=ONNX_OPSET,
+        input_names=["items", "profile"],
+        output_names=["interests", "n_interests", "coupling"],
+        dynamic_axes={
+            "items": {0: "batch", 1: "seq"},
+            "profile": {0: "batch"},
+            "interests": {0: "batch"},
+            "n_interests": {0: "batch"},
+            "coupling": {0: "batch", 1: "seq"},
+        },
+    )
+
+
+def new_version() -> str:
+    """Sortable and unique: UTC time to the second plus a short random suffix."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def set_current(root: str | Path, version: str) -> None:
+    """Point models/CURRENT at `version` (temp file + os.replace: readers see the old or the new)."""
+    root = Path(root)
+    if not (root / version / "manifest.json").is_file():
+        raise ReleaseError(f"{root / version}: no release to make current")
+    _atomic_write_text(root / "CURRENT", version + "\n")
+
+
+def current_release_dir(root: str | Path) -> Path:
+    """The directory models/CURRENT names."""
+    root = Path(root)
+    try:
+        version = (root / "CURRENT").read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise ReleaseError(f"{root / 'CURRENT'}: cannot read ({e.strerror})") from None
+    if not version or "/" in version or version.startswith("."):
+        raise ReleaseError(f"{root / 'CURRENT'}: invalid version {version!r}")
+    return root / version
+
+
+@torch.no_grad()
+def write_release(
+    model: Tower,
+    vocab: Vocab,
+    out: str | Path,
+    *,
+    data_summary: dict,
+    metrics: dict,
+    train_config: dict | None = None,
+    version: str | None = None,
+    make_current: bool = True,
+) -> Path:
+    """Write models/<version>/ for a trained tower and (by default) make it CURRENT; returns the directory."""
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    version = version or new_version()
+    final = root / version
+    if final.exists():
+        raise ReleaseError(f"{final}: release already exists")
+    tmp = root / f".{version}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    model = model.cpu().eval()
+    cfg = model.cfg
+
+    export_onnx(model, tmp / "user_tower.onnx")
+    emb = model.item_embeddings()[1:].numpy().astype(np.float32)  # row i = tower index i + 1
+    if emb.shape[0] != vocab.n_items:
+        raise ReleaseError(f"model has {emb.shape[0]} items, vocabulary {vocab.n_items}")
+    np.save(tmp / "item_embeddings.npy", emb, allow_pickle=False)
+    (tmp / "item_ids.txt").write_text("".join(f"{i}\n" for i in vocab.item_ids), encoding="utf-8")
+    index = hnswlib.Index(space="ip", dim=emb.shape[1])
+    index.init_index(max_elements=emb.shape[0], ef_construction=HNSW_EF_CONSTRUCTION, M=HNSW_M, random_seed=100)
+    index.add_items(emb, np.arange(emb.shape[0]))
+    index.save_index(str(tmp / "items.hnsw"))
+
+    hyper = cfg.to_dict()
+    hyper.pop("extra", None)
+    manifest = {
+        "format": FORMAT,
+        "version": version,
+        "created_ts": time.time(),
+        "model": "MIND" if isinstance(model, MIND) else type(model).__name__,
+        "data": data_summary,
+        "hyperparameters": hyper,
+        "train_config": train_config or {},
+        "item_count": int(emb.shape[0]),
+        "d": int(emb.shape[1]),
+        "K": int(cfg.K),
+        "max_len": int(cfg.max_len),
+        "metrics": {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()},
+        "profile_fields": vocab.profile_fields,
+        "categories": vocab.categories,
+        "hnsw": {"space": "ip", "M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH},
+        "onnx": {
+            "inputs": {"items": "[B, L] int64, left-padded, 0 = padding", "profile": "[B, F] int64, 0 = unknown"},
+            "outputs": {
+                "interests": "[B, K, d] float32",
+                "n_interests": "[B] int64",
+                "coupling": "[B, L, K] float32",
+            },
+            "opset": ONNX_OPSET,
+        },
+        "files": {name: sha256_file(tmp / name) for name in FILES},
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, final)
+    if make_current:
+        set_current(root, version)
+    return final
+
+
+@dataclass
+class Release:
+    """A verified release, ready to serve. `item_index` maps external ids to tower indices (1-based);
+    embedding row / hnsw label r is tower index r + 1."""
+
+    path: Path
+    version: str
+    manifest: dict
+    manifest_sha256: str
+    item_ids: list[str]
+    item_index: dict[str, int]
+    embeddings: np.ndarray
+    index: hnswlib.Index
+    profile_fields: dict[str, dict[str, int]]
+    session: ort.InferenceSession = field(repr=False)
+
+    @property
+    def d(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    @property
+    def K(self) -> int:
+        return int(self.manifest["K"])
+
+    @property
+    def max_len(self) -> int:
+        return int(self.manifest["max_len"])
+
+    def _feed(self, items: np.ndarray, profile: np.ndarray | None) -> dict[str, np.ndarray]:
+        items = np.ascontiguousarray(items, dtype=np.int64)
+        if profile is None:
+            profile = np.zeros((items.shape[0], len(self.profile_fields)), dtype=np.int64)
+        feed = {"items": items, "profile": np.ascontiguousarray(profile, dtype=np.int64)}
+        # the exporter drops an input the graph does not use (a dataset without profile fields)
+        return {i.name: feed[i.name] for i in self.session.get_inputs()}
+
+    def user_tower(self, items: np.ndarray, profile: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """items [B, L] int64 left-padded tower indices, profile [B, F] -> interests [B, K, d], n_interests [B]."""
+        interests, n = self.session.run(["interests", "n_interests"], self._feed(items, profile))
+        return interests, n
+
+    def coupling(self, items: np.ndarray, profile: np.ndarray | None = None) -> np.ndarray:
+        """Routing coupling coefficients [B, L, K] (interpretability; see model/explain.py)."""
+        return self.session.run(["coupling"], self._feed(items, profile))[0]
+
+    def encode_history(self, item_ids: list[str]) -> np.ndarray:
+        """External ids in time order -> [max_len] int64 left-padded; unknown items are skipped."""
+        idx = [self.item_index[i] for i in item_ids if i in self.item_index][-self.max_len :]
+        out = np.zeros(self.max_len, dtype=np.int64)
+        if idx:
+            out[self.max_len - len(idx) :] = idx
+        return out
+
+    def encode_profile(self, profile: dict[str, str] | None) -> np.ndarray:
+        profile = profile or {}
+        return np.asarray([v.get(profile.get(k, ""), 0) for k, v in self.profile_fields.items()], dtype=np.int64)
+
+
+def _hnsw_header(path: Path) -> tuple[int, int]:
+    """(element count, vector dimension) from an hnswlib index file header, read before hnswlib touches
+    it: hnswlib trusts the dimension it is given and would read a mismatched file out of bounds."""
+    with open(path, "rb") as f:
+        head = f.read(48)
+    if len(head) < 48:
+        raise ReleaseError(f"{path}: truncated hnswlib index")
+    _offset0, _max_el, count, _size_per_el, label_offset, offset_data = struct.unpack("<6Q", head)
+    data_size = label_offset - offset_data
+    if data_size <= 0 or data_size % 4:
+        raise ReleaseError(f"{path}: not an hnswlib float32 index (element data size {data_size})")
+    return int(count), int(data_size // 4)
+
+
+def load_release(path: str | Path) -> Release:
+    """Verify and load a release directory; raises ReleaseError saying what is wrong."""
+    path = Path(path)
+    mpath = path / "manifest.json"
+    try:
+        raw = mpath.read_bytes()
+        manifest = json.loads(raw)
+    except OSError as e:
+        raise ReleaseError(f"{mpath}: cannot read ({e.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ReleaseError(f"{mpath}: not valid JSON ({e})") from None
+    for key in ("version", "files", "item_count", "d", "K", "max_len", "profile_fields"):
+        if key not in manifest:
+            raise ReleaseError(f"{mpath}: missing key {key!r}")
+    files = manifest["files"]
+    for name in FILES:
+        if name not in files:
+            raise ReleaseError(f"{mpath}: no checksum for {name}")
+    for name, digest in files.items():
+        fpath = path / name
+        if "/" in name or not fpath.is_file():
+            raise ReleaseError(f"{fpath}: listed in the manifest but missing")
+        actual = sha256_file(fpath)
+        if actual != digest:
+            raise ReleaseError(f"{fpath}: sha256 mismatch (manifest {digest[:12]}..., file {actual[:12]}...)")
+
+    n, d, K = int(manifest["item_count"]), int(manifest["d"]), int(manifest["K"])
+    try:
+        emb = np.load(path / "item_embeddings.npy", allow_pickle=False)
+    except ValueError as e:
+        raise ReleaseError(f"{path / 'item_embeddings.npy'}: cannot load without pickle ({e})") from None
+    if emb.dtype != np.float32 or emb.ndim != 2 or emb.shape != (n, d):
+        raise ReleaseError(
+            f"{path / 'item_embeddings.npy'}: expected float32 [{n}, {d}] (manifest), got {emb.dtype} {list(emb.shape)}"
+        )
+    if not np.isfinite(emb).all():
+        raise ReleaseError(f"{path / 'item_embeddings.npy'}: non-finite values")
+    item_ids = (path / "item_ids.txt").read_text(encoding="utf-8").splitlines()
+    if len(item_ids) != n:
+        raise ReleaseError(f"{path / 'item_ids.txt'}: {len(item_ids)} ids, embeddings have {n} rows")
+    if len(set(item_ids)) != n:
+        raise ReleaseError(f"{path / 'item_ids.txt'}: duplicate item ids")
+
+    count, index_dim = _hnsw_header(path / "items.hnsw")
+    if count != n or index_dim != d:
+        raise ReleaseError(f"{path / 'items.hnsw'}: index holds {count} x {index_dim}, embeddings are {n} x {d}")
+    index = hnswlib.Index(space="ip", dim=d)
+    try:
+        index.load_index(str(path / "items.hnsw"), max_elements=n)
+    except RuntimeError as e:
+        raise ReleaseError(f"{path / 'items.hnsw'}: hnswlib cannot load it ({e})") from None
+    index.set_ef(int(manifest.get("hnsw", {}).get("ef_search", HNSW_EF_SEARCH)))
+    labels = np.arange(n)
+    if not np.array_equal(np.sort(np.asarray(index.get_ids_list())), labels):
+        raise ReleaseError(f"{path / 'items.hnsw'}: labels are not the row numbers 0..{n - 1}")
+    if not np.allclose(np.asarray(index.get_items(labels), dtype=np.float32), emb, atol=1e-6):
+        raise ReleaseError(f"{path / 'items.hnsw'}: indexed vectors differ from item_embeddings.npy")
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1  # one user (or a small batch) per run: threads cost more than they give
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path / "user_tower.onnx"), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for malformed models
+        raise ReleaseError(f"{path / 'user_tower.onnx'}: onnxruntime cannot load it ({e})") from None
+    outputs = {o.name for o in session.get_outputs()}
+    if not {"interests", "n_interests"} <= outputs or "items" not in {i.name for i in session.get_inputs()}:
+        raise ReleaseError(f"{path / 'user_tower.onnx'}: expected input items, outputs interests and n_interests")
+
+    release = Release(
+        path=path,
+        version=str(manifest["version"]),
+        manifest=manifest,
+        manifest_sha256=hashlib.sha256(raw).hexdigest(),
+        item_ids=item_ids,
+        item_index={item: i + 1 for i, item in enumerate(item_ids)},
+        embeddings=emb,
+        index=index,
+        profile_fields={k: dict(v) for k, v in manifest["profile_fields"].items()},
+        session=session,
+    )
+    # smoke inference: two users of different lengths through the real tower
+    max_len = release.max_len
+    items = np.zeros((2, max_len), dtype=np.int64)
+    items[0, -1] = 1
+    items[1, -min(max_len, n) :] = np.arange(1, min(max_len, n) + 1)
+    try:
+        interests, n_int = release.user_tower(items)
+    except Exception as e:
+        raise ReleaseError(f"{path / 'user_tower.onnx'}: smoke inference failed ({e})") from None
+    if interests.shape != (2, K, d) or interests.dtype != np.float32:
+        raise ReleaseError(
+            f"{path / 'user_tower.onnx'}: interests {interests.dtype} {list(interests.shape)}, expected float32 "
+            f"[2, {K}, {d}] (K and d of the manifest and the embeddings)"
+        )
+    if n_int.shape != (2,) or not ((n_int >= 1) & (n_int <= K)).all() or not np.isfinite(interests).all():
+        raise ReleaseError(f"{path / 'user_tower.onnx'}: smoke inference gave invalid output")
+    return release

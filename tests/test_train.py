@@ -1,0 +1,127 @@
+"""The training job (model/train.py): `mindstream train` end to end, early stopping, explain."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.data import DataError, Vocab, leave_one_out, load_dataset
+from model.explain import user_coupling
+from model.mind import MINDConfig
+from model.release import current_release_dir, load_release
+from model.train import TrainConfig, build_model, fit
+from stream.cli import main
+
+
+@pytest.fixture
+def clicks_csv(tmp_path: Path) -> Path:
+    """A click log in the `clicks` topic's shape: 80 users, each browsing two of four item groups."""
+    rng = random.Random(0)
+    path = tmp_path / "clicks.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["user_id", "item_id", "ts", "category", "profile.segment"])
+        for u in range(80):
+            groups = rng.sample(range(4), 2)
+            for t in range(12):
+                g = rng.choice(groups)
+                w.writerow([f"u{u}", f"g{g}-i{rng.randrange(10)}", 1000 * u + t, f"group{g}", f"s{u % 3}"])
+    return path
+
+
+def test_mindstream_train_writes_a_loadable_release(clicks_csv: Path, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("MINDSTREAM_K", "3")  # flags default to MINDSTREAM_* variables
+    out = tmp_path / "models"
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(clicks_csv),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--d",
+            "8",
+            "--max-len",
+            "10",
+            "--hidden",
+            "16",
+            "--threads",
+            "1",
+            "--quiet",
+            "--version",
+            "v1",
+        ]
+    )
+    assert rc == 0
+    assert "release v1 written" in capsys.readouterr().out
+    release = load_release(current_release_dir(out))
+    m = release.manifest
+    assert release.version == "v1" and m["d"] == 8 and m["K"] == 3 and m["max_len"] == 10
+    assert m["hyperparameters"]["hidden"] == [16]
+    assert m["item_count"] == 40 and m["data"]["users"] == 80
+    assert m["metrics"]["epochs"] <= 2 and 0 <= m["metrics"]["test_HR@10"] <= 1
+    assert set(release.profile_fields) == {"segment"}
+    assert set(m["categories"]) == {f"group{g}" for g in range(4)}
+
+
+def test_early_stopping_keeps_the_best_epoch(shared_data: Path):
+    data = load_dataset(shared_data / "ml-100k")
+    split = leave_one_out(data, Vocab.build(data), max_len=10)
+    model = build_model("youtube_dnn", MINDConfig(d=8, max_len=10, hidden=(8,)), split)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    # lr = 0: validation HR@50 never improves after epoch 1, so training stops after 1 + patience epochs
+    result = fit(model, split, TrainConfig(epochs=10, lr=0.0, patience=2, batch_size=4096, threads=1, progress=False))
+    assert result.epochs == 3 and result.best_epoch == 1 and len(result.history) == 3
+    assert 0 < result.best_valid_hr50 == result.history[0]["valid_HR@50"]
+    assert result.samples_per_s > 0 and result.train_seconds > 0
+    assert all(torch.equal(before[k], v) for k, v in result.state_dict.items())
+
+
+def test_explain_draws_the_coupling_heatmap(ml100k_release: Path, shared_data: Path, tmp_path: Path):
+    release = load_release(ml100k_release)
+    data = load_dataset(shared_data / "ml-100k")
+    ids, w, k = user_coupling(release, data.sequences["1"], data.user_profile["1"])
+    assert ids == data.sequences["1"][-release.max_len :]
+    assert w.shape == (len(ids), k) and k == release.K
+    assert np.allclose(w.sum(1), 1.0, atol=1e-5)  # each behavior's unit of weight over the K'u interests
+    png = tmp_path / "user1.png"
+    assert (
+        main(
+            [
+                "explain",
+                "--release",
+                str(ml100k_release),
+                "--data",
+                str(shared_data / "ml-100k"),
+                "--user",
+                "1",
+                "--out",
+                str(png),
+            ]
+        )
+        == 0
+    )
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    with pytest.raises(DataError, match="no user"):
+        main(
+            [
+                "explain",
+                "--release",
+                str(ml100k_release),
+                "--data",
+                str(shared_data / "ml-100k"),
+                "--user",
+                "nobody",
+                "--out",
+                str(png),
+            ]
+        )
+    assert json.loads((ml100k_release / "manifest.json").read_text())["K"] == k
