@@ -1,0 +1,120 @@
+"""Online hit rate: was the clicked item in the user's latest candidate list?
+
+The offline protocol ranks a held-out next item against all items (HR@10/50/100); this is the
+same question asked of live traffic: for each click, take the candidate list last published for
+that user *before* the click, and count a hit at k when the clicked item is among its first k
+items. Grouped by the model version that produced the list, the ratio
+`mindstream_online_hits_total{k,version} / mindstream_online_clicks_total{version}` compares
+model versions on real users (dashboard panel "Online hit rate HR@k per model version").
+
+Labels stay few: k has three values and a version lives one day, so a worker exports at most a
+handful of series per counter. A click with no earlier candidate list (a new user, or only a list
+computed from this very click) is not counted: there was nothing to hit.
+
+`install` adds an agent that judges every click where the latest-candidates table lives (the recall
+agent's table, stream/recall.py): the clicks topic and the table's topics are co-partitioned by user
+id, so a user's clicks and latest list are on the same worker. It runs beside the interest agent on
+the same topic (Faust delivers each record to both) and only reads, so it adds no ordering constraint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+TOP_K: tuple[int, ...] = (10, 50, 100)
+
+
+def hits_at(candidate_ids: Sequence[str], clicked_item: str, ks: Iterable[int] = TOP_K) -> dict[int, bool]:
+    """For each k: is `clicked_item` among the first k of `candidate_ids` (best first)?"""
+    try:
+        rank = list(candidate_ids).index(clicked_item)
+    except ValueError:
+        return {k: False for k in ks}
+    return {k: rank < k for k in ks}
+
+
+@dataclass(frozen=True)
+class OnlineOutcome:
+    """One click judged against one candidate list."""
+
+    version: str
+    hits: dict[int, bool]
+
+
+def judge(latest: Mapping[str, Any] | None, clicked_item: str, click_ts: float,
+          ks: Iterable[int] = TOP_K) -> OnlineOutcome | None:
+    """Judge a click against `latest`, a `candidates` topic value (see ARCHITECTURE.md).
+
+    "Published before the click" is read in event time: the list must come from a click earlier than
+    this one (`event_ts` < the click's `ts`), so a list computed *from* this click (it can be in the table
+    already when this click is judged late) never counts as predicting it. Lists without `event_ts` fall
+    back to `published_ts` <= the click's `ts`. Returns None when no list qualifies: nothing was predicted.
+    """
+    if not latest:
+        return None
+    event_ts = latest.get("event_ts")
+    if isinstance(event_ts, int | float):
+        if not event_ts < click_ts:
+            return None
+    else:
+        published = latest.get("published_ts")
+        if not isinstance(published, int | float) or published > click_ts:
+            return None
+    ids = [str(c["item_id"]) for c in latest.get("items", ())]
+    return OnlineOutcome(version=str(latest.get("model_version", "")), hits=hits_at(ids, clicked_item, ks))
+
+
+class OnlineHitRate:
+    """Counts judged clicks into Prometheus counters.
+
+    `clicks` must have the label `version`; `hits` the labels `k` and `version`. They are passed
+    in (not created here) so that stream/metrics.py stays the one place that declares metrics,
+    and tests can use a private registry.
+    """
+
+    def __init__(self, clicks: Any, hits: Any, ks: Iterable[int] = TOP_K) -> None:
+        self.clicks = clicks
+        self.hits = hits
+        self.ks = tuple(ks)
+
+    def observe(self, latest: Mapping[str, Any] | None, clicked_item: str, click_ts: float) -> OnlineOutcome | None:
+        outcome = judge(latest, clicked_item, click_ts, self.ks)
+        if outcome is None:
+            return None
+        self.clicks.labels(version=outcome.version).inc()
+        for k, hit in outcome.hits.items():
+            # .labels() alone creates the series at 0: HR@k reads 0 rather than "no data" before the first hit.
+            series = self.hits.labels(k=str(k), version=outcome.version)
+            if hit:
+                series.inc()
+        return outcome
+
+
+def from_metrics() -> OnlineHitRate:
+    """The worker's counter, on the counters declared in stream/metrics.py."""
+    from stream import metrics
+
+    return OnlineHitRate(metrics.ONLINE_CLICKS, metrics.ONLINE_HITS)
+
+
+def install(app: Any, settings: Any, latest_table: Any, rate: OnlineHitRate | None = None) -> Any:
+    """Declare the online hit-rate agent on `app`: every valid click is judged against
+    `latest_table[user_id]` (the user's latest `candidates` value). Returns the agent."""
+    from stream.config import CLICKS
+    from stream.events import InvalidEvent, parse_click
+
+    rate = rate or from_metrics()
+    clicks_topic = app.topic(settings.topic(CLICKS), key_serializer="raw", value_serializer="raw",
+                             partitions=settings.partitions)
+
+    @app.agent(clicks_topic, name="online-hit-rate")
+    async def online_hit_rate(stream: Any) -> None:
+        async for event in stream.events():
+            click = parse_click(event.value, event.key, settings.max_event_bytes)
+            if isinstance(click, InvalidEvent):
+                continue  # the interest agent dead-letters it
+            rate.observe(latest_table.get(click.user_id), click.item_id, click.ts)
+
+    return online_hit_rate
