@@ -89,20 +89,6 @@ def test_online_hit_rate_counts_per_version_and_k() -> None:
 
 # --- end to end: embedded broker, a real worker, a real Prometheus ---------------------------------------
 
-# `mindstream worker` with stream.monitoring installed. The wrapper is idempotent: once stream.worker.build
-# makes the same call itself, this is exactly `mindstream worker`.
-WORKER = """
-import sys
-from stream import monitoring, worker
-from stream.cli import main
-_build = worker.build
-def build(settings):
-    app, registry = _build(settings)
-    monitoring.install(app, settings, registry)
-    return app, registry
-worker.build = build
-sys.exit(main(["worker"]))
-"""
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout_s: float, alive: Callable[[], None] = lambda: None) -> Any:
@@ -130,8 +116,8 @@ class Worker:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
         self._out = open(log, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-c", WORKER], env={**os.environ, **env}, cwd=REPO,
-                                     stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env={**os.environ, **env},
+                                     cwd=REPO, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:

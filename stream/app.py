@@ -1,0 +1,67 @@
+"""The Faust App of a mindstream worker. Agents, their topics and their tables are declared where they are
+used (stream/interests.py, stream/recall.py); this module holds what they share."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import faust
+from faust.streams import _current_event
+
+from stream import metrics
+from stream.config import Settings
+
+
+def app_id(settings: Settings) -> str:
+    """The consumer group and changelog namespace. Roles get their own: Faust's partition assignor expects
+    every member of a group to consume the same topics."""
+    base = settings.topic_prefix + settings.app_id
+    return base if settings.role == "all" else f"{base}-{settings.role}"
+
+
+def create_app(settings: Settings) -> faust.App:
+    Path(settings.state_dir).mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    extra = {"producer_max_batch_size": settings.producer_max_batch_bytes} if settings.producer_max_batch_bytes else {}
+    app = faust.App(
+        app_id(settings),
+        broker=[f"kafka://{host.strip()}" for host in settings.bootstrap.split(",") if host.strip()],
+        store="rocksdb://",
+        datadir=str(Path(settings.state_dir) / app_id(settings)),
+        # Tansu holds a JoinGroup for the whole rebalance timeout (ENVIRONMENT.md): 5 s, not Faust's 30 s
+        broker_rebalance_timeout=5.0,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        value_serializer="json",
+        web_enabled=True,
+        web_bind=settings.web_bind,
+        web_host=settings.web_bind,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        **extra,
+    )
+
+    @app.page("/metrics")
+    async def prometheus_metrics(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        body, content_type = metrics.render()
+        return self.bytes(body, content_type=content_type.split(";")[0])
+
+    return app
+
+
+@contextmanager
+def current_event(event: faust.types.EventT) -> Iterator[None]:
+    """Make `event` the current event of this task while a batched event's table reads and writes happen.
+
+    Faust picks the RocksDB partition and the changelog partition of a table access from the current event
+    (a context variable); inside a `take_events` batch that is unset or another partition's event. Only this
+    task's context changes: the stream's own iteration, in its background task, is not disturbed.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)

@@ -1,0 +1,101 @@
+"""Worker settings. Every setting has an environment variable and a documented default; `mindstream worker`
+turns each into a flag whose default is read from that variable, so flags win over the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+ROLES = ("all", "interest", "recall")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Kafka bootstrap servers, host:port[,host:port]
+    bootstrap: str = "127.0.0.1:9092"
+    # directory of model releases with a CURRENT file (models/<version>/, models/CURRENT)
+    models_dir: str = "models"
+    # one release directory to serve instead of models/CURRENT (empty: use CURRENT)
+    release: str = ""
+    # prepended to every topic name, and to the Faust app id, so deployments can share a cluster
+    topic_prefix: str = ""
+    app_id: str = "mindstream"
+    # RocksDB table files live here (one subdirectory per app id); the Kafka changelog is the backup
+    state_dir: str = "state"
+    # Faust's web server: /metrics (and the monitoring endpoints)
+    web_bind: str = "127.0.0.1"
+    web_port: int = 6066
+    # partitions of the topics the worker declares; keys are user ids, so this bounds the scale-out
+    partitions: int = 12
+    role: str = "all"
+    # candidates kept per user
+    top_n: int = 100
+    # users whose clicks arrive within the window share one ONNX run (bounds the added latency)
+    batch_max: int = 64
+    batch_window_ms: float = 5.0
+    # behavior sequence bound; 0 = the release's max_len. A larger bound keeps history for later models.
+    max_len: int = 0
+    # recent event ids remembered per user for de-duplication
+    dedup_size: int = 256
+    # larger click payloads are dead-lettered unread
+    max_event_bytes: int = 16384
+    # 0 = Faust's default. 1 = one record per produce request: needed on the embedded Tansu broker, which
+    # reports a partition's end offset as the base offset of its last batch + 1, so Faust's changelog
+    # recovery (which reads up to that offset) would miss the tail of a multi-record batch.
+    producer_max_batch_bytes: int = 0
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Settings from MINDSTREAM_* variables (and KAFKA_BOOTSTRAP); unset ones keep the defaults above."""
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            name = ENV_NAMES[f.name]
+            raw = os.environ.get(name)
+            if raw is None or raw == "":
+                continue
+            default = getattr(cls, f.name)
+            values[f.name] = type(default)(raw)
+        return cls(**values)
+
+    def topic(self, base: str) -> str:
+        return self.topic_prefix + base
+
+    def runs_interest(self) -> bool:
+        return self.role in ("all", "interest")
+
+    def runs_recall(self) -> bool:
+        return self.role in ("all", "recall")
+
+
+ENV_NAMES: dict[str, str] = {
+    "bootstrap": "KAFKA_BOOTSTRAP",
+    "models_dir": "MINDSTREAM_MODELS_DIR",
+    "release": "MINDSTREAM_RELEASE",
+    "topic_prefix": "MINDSTREAM_TOPIC_PREFIX",
+    "app_id": "MINDSTREAM_APP_ID",
+    "state_dir": "MINDSTREAM_STATE_DIR",
+    "web_bind": "MINDSTREAM_WEB_BIND",
+    "web_port": "MINDSTREAM_WEB_PORT",
+    "partitions": "MINDSTREAM_PARTITIONS",
+    "role": "MINDSTREAM_ROLE",
+    "top_n": "MINDSTREAM_TOP_N",
+    "batch_max": "MINDSTREAM_BATCH_MAX",
+    "batch_window_ms": "MINDSTREAM_BATCH_WINDOW_MS",
+    "max_len": "MINDSTREAM_MAX_LEN",
+    "dedup_size": "MINDSTREAM_DEDUP_SIZE",
+    "max_event_bytes": "MINDSTREAM_MAX_EVENT_BYTES",
+    "producer_max_batch_bytes": "MINDSTREAM_PRODUCER_MAX_BATCH_BYTES",
+    "log_level": "MINDSTREAM_LOG_LEVEL",
+}
+
+# Topic base names (ARCHITECTURE.md); the prefix is added by Settings.topic().
+CLICKS = "clicks"
+USER_INTERESTS = "user-interests"
+CANDIDATES = "candidates"
+CLICKS_DLQ = "clicks-dlq"
+MODEL_RELEASES = "model-releases"

@@ -1,0 +1,136 @@
+"""The interest agent: clicks -> behavior sequence (RocksDB table) -> ONNX user tower -> user-interests.
+
+    clicks (raw bytes) ──► validate ──► de-duplicate, append to `behaviors` ──► tower (batched) ──► user-interests
+                              └── bad record, unknown item ──► clicks-dlq
+
+Clicks are taken in small batches (`batch_max` within `batch_window_ms`): the users of one batch share
+one ONNX run. Offsets are acknowledged only after the batch's interests are sent (at-least-once; a
+redelivered click is recognised by its event id and changes nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import numpy as np
+
+from model.release import Release
+from stream import metrics
+from stream.app import current_event
+from stream.behaviors import Behaviors
+from stream.config import CLICKS, CLICKS_DLQ, USER_INTERESTS, Settings
+from stream.events import UNKNOWN_ITEM, Click, InvalidEvent, dead_letter, parse_click
+from stream.releases import ReleaseRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    """A user whose sequence changed in this batch."""
+
+    behaviors: Behaviors
+    event_ts: float
+    consumed: list[float] = field(default_factory=list)  # monotonic consume time of each click applied
+
+
+def interests_message(user_id: str, release: Release, interests: np.ndarray, n_interests: int,
+                      behaviors: Behaviors, event_ts: float) -> dict[str, Any]:
+    """The user-interests value (ARCHITECTURE.md). `history` (the sequence's item ids, oldest first) is
+    added so the recall agent, which may run on another worker, can drop already-seen items."""
+    k = max(1, min(int(n_interests), interests.shape[0]))
+    return {
+        "user_id": user_id,
+        "model_version": release.version,
+        "interests": interests[:k].astype(float).tolist(),
+        "seq_len": len(behaviors.seq),
+        "event_ts": event_ts,
+        "computed_ts": time.time(),
+        "history": behaviors.items,
+    }
+
+
+def run_tower(release: Release, users: list[tuple[str, Behaviors]]) -> tuple[np.ndarray, np.ndarray]:
+    """One ONNX run for the users of a batch: interests [B, K, d], n_interests [B]."""
+    items = np.stack([release.encode_history(b.items) for _, b in users])
+    profile = np.stack([release.encode_profile(b.profile) for _, b in users])
+    with metrics.USER_TOWER_SECONDS.time():
+        return release.user_tower(items, profile)
+
+
+def install(app: faust.App, settings: Settings, registry: ReleaseRegistry) -> faust.Table:
+    """Declare the interest agent on `app`; returns its `behaviors` table (user id -> Behaviors state)."""
+    clicks_topic = app.topic(settings.topic(CLICKS), key_serializer="raw", value_serializer="raw",
+                             partitions=settings.partitions)
+    dlq_topic = app.topic(settings.topic(CLICKS_DLQ), key_serializer="raw", value_serializer="json",
+                          partitions=settings.partitions)
+    interests_topic = app.topic(settings.topic(USER_INTERESTS), key_serializer="raw", value_serializer="json",
+                                partitions=settings.partitions)
+    # user id -> Behaviors state (stream/behaviors.py); RocksDB locally, the changelog topic for recovery
+    behaviors_table = app.Table("behaviors", key_type=str, partitions=settings.partitions,
+                                help="user behavior sequences")
+
+    async def reject(key: bytes | None, raw: bytes | None, reason: str, error: str) -> None:
+        await dlq_topic.send(key=key, value=dead_letter(raw, reason, error, time.time()))
+        metrics.DEAD_LETTERS.labels(reason=reason).inc()
+
+    async def apply(event: faust.types.EventT, release: Release, pending: dict[str, _Pending]) -> None:
+        parsed = parse_click(event.value, event.key, settings.max_event_bytes)
+        if isinstance(parsed, InvalidEvent):
+            metrics.EVENTS.labels(status="invalid").inc()
+            await reject(event.key, event.value, parsed.reason, parsed.error)
+            return
+        click: Click = parsed
+        state = pending[click.user_id].behaviors if click.user_id in pending else \
+            Behaviors.from_state(behaviors_table.get(click.user_id))
+        max_len = max(settings.max_len, release.max_len)
+        if not state.add(click, max_len, settings.dedup_size):
+            metrics.EVENTS.labels(status="duplicate").inc()
+            return
+        behaviors_table[click.user_id] = state.to_state()
+        if click.item_id in release.item_index:
+            metrics.EVENTS.labels(status="ok").inc()
+        else:
+            metrics.EVENTS.labels(status=UNKNOWN_ITEM).inc()
+            await reject(event.key, event.value, UNKNOWN_ITEM,
+                         f"item {click.item_id!r} not in model {release.version}; kept in the sequence")
+        entry = pending.setdefault(click.user_id, _Pending(state, click.ts))
+        entry.event_ts = click.ts
+        entry.consumed.append(getattr(event.message, "time_in", None) or time.monotonic())
+
+    async def publish(release: Release, pending: dict[str, _Pending]) -> None:
+        # a user none of whose items the model knows gets no interest update
+        known = release.item_index
+        users = [(u, p.behaviors) for u, p in pending.items() if any(i in known for i in p.behaviors.items)]
+        if not users:
+            return
+        interests, n_interests = run_tower(release, users)
+        for row, (user_id, state) in enumerate(users):
+            value = interests_message(user_id, release, interests[row], int(n_interests[row]), state,
+                                      pending[user_id].event_ts)
+            await interests_topic.send(key=user_id.encode("utf-8"), value=value)
+            now = time.monotonic()
+            for consumed in pending[user_id].consumed:
+                metrics.RECOMPUTE_SECONDS.observe(max(0.0, now - consumed))
+
+    @app.agent(clicks_topic, name="interests")
+    async def interest_agent(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_window_ms / 1000.0):
+            release = registry.current  # one version per batch: the tower and the stamped version agree
+            pending: dict[str, _Pending] = {}
+            for event in events:
+                with current_event(event):
+                    try:
+                        await apply(event, release, pending)
+                    except Exception as e:  # a bug must cost one event, not the worker and the rest of the batch
+                        log.exception("click at %s[%s]@%s failed", event.message.topic, event.message.partition,
+                                      event.message.offset)
+                        metrics.EVENTS.labels(status="invalid").inc()
+                        await reject(event.key, event.value, "processing_error", repr(e))
+            await publish(release, pending)
+
+    return behaviors_table

@@ -1,0 +1,63 @@
+"""The worker's Prometheus metrics (names and labels are the contract in ARCHITECTURE.md; the Grafana
+dashboard and infra/prometheus/rules.yml query them). Every metric of the project is declared here.
+
+Exposition: the worker serves `render()` at /metrics on its Faust web server (127.0.0.1 by default).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+# 0.5 ms .. 10 s, roughly x2 per step: the tower and recall live in the first buckets, click -> candidates
+# under load in the last.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+)
+
+EVENTS = Counter(
+    "mindstream_events", "Clicks consumed, by outcome: ok, invalid, duplicate, unknown_item.", ["status"]
+)
+DEAD_LETTERS = Counter(
+    "mindstream_dead_letters", "Records written to clicks-dlq, by reason.", ["reason"]
+)
+RECOMPUTE_SECONDS = Histogram(
+    "mindstream_recompute_seconds", "Click consumed -> user's interests published.", buckets=LATENCY_BUCKETS
+)
+USER_TOWER_SECONDS = Histogram(
+    "mindstream_user_tower_seconds", "One ONNX user-tower run (one batch of users).", buckets=LATENCY_BUCKETS
+)
+RECALL_SECONDS = Histogram(
+    "mindstream_recall_seconds", "ANN search over every interest + merge, for one user.", buckets=LATENCY_BUCKETS
+)
+EVENT_TO_CANDIDATES_SECONDS = Histogram(
+    "mindstream_event_to_candidates_seconds",
+    "Click ts (producer clock) -> candidates published.",
+    buckets=LATENCY_BUCKETS,
+)
+MODEL_INFO = Gauge("mindstream_model_info", "1 for the model version being served.", ["version"])
+MODEL_SWAPS = Counter("mindstream_model_swaps", "Model release swaps, by result: ok, rejected.", ["result"])
+# `version` beside the contract's `k`: the online hit rate compares model versions (stream/online.py).
+ONLINE_HITS = Counter(
+    "mindstream_online_hits", "Clicks on an item in the user's latest top-k candidates.", ["k", "version"]
+)
+ONLINE_CLICKS = Counter(
+    "mindstream_online_clicks", "Clicks judged against the user's latest candidate list.", ["version"]
+)
+
+for _status in ("ok", "invalid", "duplicate", "unknown_item"):
+    EVENTS.labels(status=_status)  # series exist at 0 from the start: rate() has data, alerts see a baseline
+for _result in ("ok", "rejected"):
+    MODEL_SWAPS.labels(result=_result)
+
+
+def serve_version(version: str) -> None:
+    """mindstream_model_info: 1 for `version`, every other version removed."""
+    for labels in list(MODEL_INFO._metrics):
+        if labels != (version,):
+            MODEL_INFO.remove(*labels)
+    MODEL_INFO.labels(version=version).set(1)
+
+
+def render() -> tuple[bytes, str]:
+    """(body, content type) of the Prometheus text exposition of this process."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
