@@ -1,0 +1,224 @@
+"""Reliability on real components: the embedded Tansu broker, `mindstream worker` subprocesses (Faust, RocksDB
+table with its Kafka changelog, onnxruntime, hnswlib) and a MIND release trained on MovieLens-100K.
+
+Each scenario produces a paced click stream (with producer-retry duplicates and a few bad records), injects a
+fault while it flows, and then requires that every user's behavior sequence, replayed from the behaviors
+table's changelog (what any restarted or moved worker restores from), equals the ground truth computed from
+the log the broker acknowledged: no valid event lost, duplicates removed by event id. Every user must also have
+candidates, and every bad record must be on clicks-dlq. Timeouts are failure bounds, never measurements.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from model.release import load_release
+from tests.streamkit import (
+    BEHAVIORS_CHANGELOG,
+    PacedProducer,
+    ProducedLog,
+    TopicReader,
+    Worker,
+    broker_with_topics,
+    click_stream,
+    decode_key,
+    metric_value,
+    sequences,
+    table_state,
+    wait_until,
+    warm_up,
+)
+
+PARTITIONS = 4
+BAD = [(b"u0", b"{not json"), (b"u1", b"\xff\xfe\x00"), (b"u2", b'{"user_id": "u2", "ts": 1}'),
+       (b"u3", json.dumps({"user_id": "u3", "item_id": "x", "ts": -5}).encode())]
+
+
+def scenario_clicks(release_path: Path, users: int, per_user: int) -> list:
+    release = load_release(release_path)
+    # fewer clicks per user than max_len: every single valid click must be in the final sequence
+    assert per_user <= release.max_len
+    return click_stream(users, per_user, release.item_ids[:300], t0=time.time() - 100_000, duplicate_every=17)
+
+
+def settle(producer: PacedProducer, warm: ProducedLog, changelog: TopicReader, workers: list[Worker],
+           max_len: int, timeout_s: float = 240) -> ProducedLog:
+    """Wait for the producer to finish and the changelog to hold the ground truth; returns the whole produced log."""
+    producer.join(300)
+    assert not producer.is_alive() and not producer.log.errors, producer.log.errors[:3]
+    log = warm.merge(producer.log)
+    truth = log.ground_truth(max_len)
+    wait_until(lambda: sequences(table_state(changelog.poll())) == truth, timeout_s, workers)
+    return log
+
+
+def check_outputs(bootstrap: str, log: ProducedLog, changelog: TopicReader, max_len: int, workers: list[Worker],
+                  label: str) -> dict[str, int]:
+    """The assertions every scenario shares; returns the figures for docs/reliability.md."""
+    truth = log.ground_truth(max_len)
+    got = sequences(table_state(changelog.records))
+    lost = sum(sum((Counter(truth[u]) - Counter(got.get(u, []))).values()) for u in truth)
+    assert got == truth, {u: (truth[u], got.get(u)) for u in truth if got.get(u) != truth[u]}
+    candidates = TopicReader(bootstrap, "candidates")
+    dlq = TopicReader(bootstrap, "clicks-dlq")
+    try:
+        wait_until(lambda: set(truth) <= {decode_key(r.key) for r in candidates.poll()}, 120, workers)
+        with_candidates = set(truth) & {decode_key(r.key) for r in candidates.records}
+        assert with_candidates == set(truth)
+        bad_raw = set(log.bad)
+        wait_until(lambda: bad_raw <= {base64_raw(r) for r in dlq.poll()}, 60, workers)
+        dead = [json.loads(r.value) for r in dlq.records]
+        assert bad_raw <= {base64_raw(r) for r in dlq.records}
+        # nothing valid was dead-lettered (the items are all known to the model)
+        assert all(d["reason"] not in ("processing_error", "unknown_item") for d in dead), dead
+    finally:
+        candidates.close()
+        dlq.close()
+    figures = {"produced": len(log.clicks) + len(log.bad), "valid_unique": log.unique,
+               "duplicates_sent": len(log.clicks) - log.unique, "bad_sent": len(log.bad),
+               "dead_lettered": len(dead), "in_sequences": sum(len(s) for s in got.values()), "users": len(truth),
+               "users_with_candidates": len(with_candidates), "changelog_records": len(changelog.records),
+               "lost": lost}
+    print(f"\nRELIABILITY {label}: {json.dumps(figures)}")
+    return figures
+
+
+def base64_raw(record) -> bytes:
+    return base64.b64decode(json.loads(record.value)["raw"])
+
+
+@pytest.mark.slow
+def test_sigkill_mid_stream_then_restart_loses_nothing(ml100k_release: Path, tmp_path: Path) -> None:
+    clicks = scenario_clicks(ml100k_release, users=40, per_user=15)
+    max_len = load_release(ml100k_release).max_len
+    with broker_with_topics(tmp_path / "broker.log", PARTITIONS) as broker:
+        changelog = TopicReader(broker.bootstrap, BEHAVIORS_CHANGELOG)
+        first = Worker(broker.bootstrap, ml100k_release, tmp_path / "state", tmp_path / "worker-1.log", PARTITIONS)
+        workers = [first]
+        producer = PacedProducer(broker.bootstrap, clicks, rate=40, bad=BAD)
+        try:
+            warm = warm_up(broker.bootstrap, changelog, [first], 4, clicks[0].item_id)
+            producer.start()
+            # SIGKILL once a quarter of the stream is applied: offsets of applied clicks may be uncommitted,
+            # changelog writes in flight, RocksDB not closed
+            assert wait_until(lambda: len(changelog.poll()) >= len(clicks) // 4, 180, [first])
+            first.kill()
+            assert producer.is_alive(), "the stream ended before the kill: not mid-stream"
+            # A fresh state directory (the pod rescheduled without its volume): the state must come back from the
+            # changelog alone. Restarting on the old directory passed here too, but can hit the recovery bug of
+            # test_failover_... (the persisted offset of a changelog partition whose last batch holds several
+            # records exceeds Tansu's reported end offset), so it is not what this test pins.
+            second = Worker(broker.bootstrap, ml100k_release, tmp_path / "state-2", tmp_path / "worker-2.log",
+                            PARTITIONS)
+            workers.append(second)
+            log = settle(producer, warm, changelog, [second], max_len)
+            check_outputs(broker.bootstrap, log, changelog, max_len, [second], "sigkill-restart")
+        finally:
+            producer.stop()
+            changelog.close()
+            for w in workers:
+                w.kill()
+
+
+TANSU_END_OFFSETS = ("Tansu 0.6.0 answers ListOffsets(latest) with the base offset of the partition's last record "
+                     "batch + 1, not the log end offset (test_broker_reports_the_log_end_offset)")
+
+
+@pytest.mark.xfail(strict=True, reason="BUG (broker): " + TANSU_END_OFFSETS)
+def test_broker_reports_the_log_end_offset(tmp_path: Path) -> None:
+    """Faust's recovery compares a table's persisted changelog offset with this end offset; so does any lag
+    computed from it (stream/lag.py uses the consumer's highwaters)."""
+    with broker_with_topics(tmp_path / "broker.log", 1) as broker:
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=500)
+        try:
+            producer.send("clicks", key=b"u", value=b"first", partition=0).get(30)
+            for n in range(4):  # one batch of 4 records (linger), base offset 1
+                producer.send("clicks", key=b"u", value=b"%d" % n, partition=0)
+            producer.flush()
+        finally:
+            producer.close()
+        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None)
+        try:
+            tp = TopicPartition("clicks", 0)
+            assert consumer.end_offsets([tp])[tp] == 5
+        finally:
+            consumer.close()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "BUG (broker + Faust): the surviving worker crashes in table recovery with ConsistencyError ('persisted offset "
+    "for changelog topic partition ... is higher than the last offset in that topic (highwater)') when the "
+    "partition it was standby for ends in a multi-record batch: " + TANSU_END_OFFSETS + ". Not strict: it fails "
+    "only when that last batch holds more than one record (every run here so far)."))
+def test_failover_to_the_surviving_worker_restores_state_from_the_changelog(ml100k_release: Path,
+                                                                             tmp_path: Path) -> None:
+    clicks = scenario_clicks(ml100k_release, users=40, per_user=15)
+    max_len = load_release(ml100k_release).max_len
+    with broker_with_topics(tmp_path / "broker.log", PARTITIONS) as broker:
+        changelog = TopicReader(broker.bootstrap, BEHAVIORS_CHANGELOG)
+        a = Worker(broker.bootstrap, ml100k_release, tmp_path / "state-a", tmp_path / "worker-a.log", PARTITIONS)
+        b = Worker(broker.bootstrap, ml100k_release, tmp_path / "state-b", tmp_path / "worker-b.log", PARTITIONS)
+        producer = PacedProducer(broker.bootstrap, clicks, rate=25, bad=BAD)
+        try:
+            def both_working() -> bool:
+                return all(metric_value(w.metrics(), "mindstream_events_total", 'status="ok"') > 0 for w in (a, b))
+
+            # both workers own partitions and have applied clicks to their part of the table (16 warm-up users
+            # cover the 4 partitions with near certainty)
+            warm = warm_up(broker.bootstrap, changelog, [a, b], 16, clicks[0].item_id, ready=both_working)
+            producer.start()
+            assert wait_until(lambda: len(changelog.poll()) >= len(clicks) // 4, 180, [a, b])
+            b_ok = metric_value(b.metrics(), "mindstream_events_total", 'status="ok"')
+            b.kill()
+            assert producer.is_alive(), "the stream ended before the kill: not mid-stream"
+            # a takes b's partitions once the group notices b is gone, and restores their table state
+            log = settle(producer, warm, changelog, [a], max_len)
+            figures = check_outputs(broker.bootstrap, log, changelog, max_len, [a], "failover")
+            a_ok = metric_value(a.metrics(), "mindstream_events_total", 'status="ok"')
+            # every unique click was applied by a or by b (b's share counted up to its death)
+            assert a_ok + b_ok >= figures["valid_unique"]
+            print(f"RELIABILITY failover: applied by a={a_ok:.0f}, by b before SIGKILL={b_ok:.0f}")
+        finally:
+            producer.stop()
+            changelog.close()
+            a.kill()
+            b.kill()
+
+
+@pytest.mark.slow
+def test_broker_stall_of_20s_is_survived_without_a_restart(ml100k_release: Path, tmp_path: Path) -> None:
+    clicks = scenario_clicks(ml100k_release, users=40, per_user=15)
+    max_len = load_release(ml100k_release).max_len
+    with broker_with_topics(tmp_path / "broker.log", PARTITIONS) as broker:
+        changelog = TopicReader(broker.bootstrap, BEHAVIORS_CHANGELOG)
+        worker = Worker(broker.bootstrap, ml100k_release, tmp_path / "state", tmp_path / "worker.log", PARTITIONS)
+        pid = worker.pid
+        producer = PacedProducer(broker.bootstrap, clicks, rate=25, bad=BAD)
+        try:
+            warm = warm_up(broker.bootstrap, changelog, [worker], 4, clicks[0].item_id)
+            producer.start()
+            assert wait_until(lambda: len(changelog.poll()) >= len(clicks) // 4, 180, [worker])
+            os.kill(broker.pid, signal.SIGSTOP)
+            try:
+                time.sleep(20)  # the fault itself: the broker frozen for 20 s (not a measurement)
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+            assert producer.is_alive(), "the stream ended before the stall: not mid-stream"
+            log = settle(producer, warm, changelog, [worker], max_len)
+            check_outputs(broker.bootstrap, log, changelog, max_len, [worker], "broker-stall")
+            # the same process recovered on its own
+            assert worker.alive() and worker.pid == pid
+        finally:
+            producer.stop()
+            changelog.close()
+            worker.kill()
