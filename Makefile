@@ -30,5 +30,28 @@ test: $(STAMP)  ## lint and run the whole test suite
 lint: $(STAMP)  ## ruff only
 	$(BIN)/ruff check .
 
+EVAL_DATA ?= ../shared/data/amazon-beauty/Beauty.txt ../shared/data/ml-100k
+
+eval: $(STAMP)  ## offline comparison of all methods on EVAL_DATA -> docs/results/offline_eval.{md,json,png}
+	nice -n 10 $(BIN)/mindstream eval $(foreach d,$(EVAL_DATA),--data $(d)) --set sampler=full --quiet $(EVAL_FLAGS)
+
+TRAIN_DATA ?= ../shared/data/ml-100k
+
+.PHONY: train
+train: $(STAMP)  ## train MIND on TRAIN_DATA, write a release under models/ and point models/CURRENT at it
+	$(BIN)/mindstream train --data $(TRAIN_DATA) --out models $(TRAIN_FLAGS)
+
+BENCH_FLAGS ?=
+
+bench: $(STAMP)  ## user-tower and streaming benchmarks -> docs/benchmarks/{user_tower,stream}.{md,json}
+	$(BIN)/python -m bench.user_tower
+	$(BIN)/python -m bench.stream $(BENCH_FLAGS)
+
 clean:  ## remove the virtual environment and build outputs
 	rm -rf $(VENV) build *.egg-info
+
+SOAK_FLAGS ?=
+
+.PHONY: soak
+soak: $(STAMP)  ## soak test: 10 min at 50 clicks/s on one worker -> docs/soak.png, figures in docs/reliability.md (SOAK_FLAGS="--duration-s 120")
+	$(BIN)/python -m bench.soak $(SOAK_FLAGS)
