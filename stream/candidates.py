@@ -1,0 +1,134 @@
+"""`mindstream candidates`: print the candidate lists the recall agent publishes.
+
+Partitions are assigned directly, without a consumer group: nothing is committed, nothing
+else is disturbed, and there is no group join to wait for (on the embedded broker a group
+join takes `max_poll_interval_ms`, see ENVIRONMENT.md). Without `--follow` it reads what the
+topic holds when it starts and exits; with `--follow` it keeps printing until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from stream.config import CANDIDATES, Settings
+
+
+def _consumer(bootstrap: str):
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                         client_id="mindstream-candidates", fetch_max_wait_ms=100)
+
+
+def _partitions(consumer, topic: str, wait_s: float) -> list:
+    from kafka import TopicPartition
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return [TopicPartition(topic, p) for p in sorted(parts)]
+        if time.monotonic() >= deadline:
+            return []
+        time.sleep(0.2)
+        consumer.topics()  # refreshes the cached metadata
+
+
+def read_candidates(bootstrap: str, topic: str, user: str | None = None, follow: bool = False,
+                    from_end: bool = False, wait_s: float = 5.0) -> Iterator[dict]:
+    """Candidate-list values (dicts) in partition order; `user` filters by key.
+
+    Without `follow` it stops once every partition's end offset (taken at the start) is
+    reached. A missing topic yields nothing after `wait_s` (with `follow` it is waited for).
+    """
+    consumer = _consumer(bootstrap)
+    try:
+        parts = _partitions(consumer, topic, float("inf") if follow else wait_s)
+        if not parts:
+            return
+        consumer.assign(parts)
+        if from_end:
+            consumer.seek_to_end(*parts)
+        else:
+            consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        key = user.encode() if user is not None else None
+        while True:
+            if not follow and all(consumer.position(tp) >= end[tp] for tp in parts):
+                return
+            for records in consumer.poll(timeout_ms=200).values():
+                for rec in records:
+                    if key is not None and rec.key != key:
+                        continue
+                    try:
+                        value = json.loads(rec.value)
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        continue  # not ours to judge; the topic's producer is the worker
+                    if isinstance(value, dict):
+                        yield value
+    finally:
+        consumer.close()
+
+
+def latency_ms(value: dict[str, Any]) -> float | None:
+    """Click -> candidates latency: published_ts - event_ts, in ms."""
+    try:
+        return (float(value["published_ts"]) - float(value["event_ts"])) * 1000.0
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def format_candidates(value: dict[str, Any], top: int = 10) -> str:
+    """One readable block: user, model version, latency, then the top items with scores."""
+    lat = latency_ms(value)
+    items = value.get("items") or []
+    head = (f"user {value.get('user_id', '?')}  model {value.get('model_version', '?')}  "
+            f"event->candidates {lat:.1f} ms" if lat is not None else
+            f"user {value.get('user_id', '?')}  model {value.get('model_version', '?')}  latency n/a")
+    shown = [f"{c.get('item_id')} ({float(c.get('score', 'nan')):.3f}, k{c.get('interest', '?')})"
+             for c in items[:top]]
+    more = f"  ... {len(items) - top} more" if len(items) > top else ""
+    return f"{head}  [{len(items)} items]\n    " + "  ".join(shown) + more
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.description = ("Print candidate lists from the candidates topic: user, model version, event->candidates "
+                     "latency (published_ts - event_ts) and the top items with their scores.")
+    settings = Settings.from_env()
+    p.add_argument("--bootstrap", default=settings.bootstrap,
+                   help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP; default %(default)s)")
+    p.add_argument("--topic", default=settings.topic(CANDIDATES),
+                   help="candidates topic (env MINDSTREAM_TOPIC_PREFIX is prepended; default %(default)s)")
+    p.add_argument("--user", default=None, help="only this user id (default: every user)")
+    p.add_argument("--follow", action="store_true", help="keep printing new lists until Ctrl-C")
+    p.add_argument("--new-only", action="store_true", help="skip what the topic holds already (with --follow)")
+    p.add_argument("--top", type=int, default=10, help="items shown per list (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print each value as one JSON line instead")
+
+
+def print_candidates(values: Iterator[dict], top: int, as_json: bool, out: TextIO) -> int:
+    n = 0
+    for value in values:
+        print(json.dumps(value) if as_json else format_candidates(value, top), file=out, flush=True)
+        n += 1
+    return n
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise SystemExit("mindstream candidates: --top must be >= 1")
+    values = read_candidates(args.bootstrap, args.topic, user=args.user, follow=args.follow,
+                             from_end=args.new_only)
+    try:
+        n = print_candidates(values, args.top, args.json, sys.stdout)
+    except KeyboardInterrupt:
+        return 0
+    if not args.json:
+        who = f" for user {args.user}" if args.user is not None else ""
+        print(f"{n} candidate list(s){who} on {args.topic}", file=sys.stderr)
+    return 0
