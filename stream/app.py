@@ -12,7 +12,7 @@ import faust
 from faust.streams import _current_event
 
 from stream import metrics
-from stream.config import Settings
+from stream.config import RocksDBSettings, Settings
 
 
 def app_id(settings: Settings) -> str:
@@ -22,7 +22,25 @@ def app_id(settings: Settings) -> str:
     return base if settings.role == "all" else f"{base}-{settings.role}"
 
 
+def _set_fetch_max_wait(ms: int) -> None:
+    """faust-streaming 0.15.3 builds its aiokafka consumer with fetch_max_wait_ms=1500 and no setting for it;
+    the value is applied to the consumer before it starts (aiokafka reads it in start())."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    original = getattr(AIOKafkaConsumerThread._create_worker_consumer, "__wrapped__",
+                       AIOKafkaConsumerThread._create_worker_consumer)
+
+    def create_worker_consumer(self, transport):  # noqa: ANN001, ANN202 - Faust's signature
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = ms
+        return consumer
+
+    create_worker_consumer.__wrapped__ = original
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
+
+
 def create_app(settings: Settings) -> faust.App:
+    _set_fetch_max_wait(settings.fetch_max_wait_ms)
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     extra = {"producer_max_batch_size": settings.producer_max_batch_bytes} if settings.producer_max_batch_bytes else {}
     app = faust.App(
@@ -50,6 +68,12 @@ def create_app(settings: Settings) -> faust.App:
         return self.bytes(body, content_type=content_type.split(";")[0])
 
     return app
+
+
+def table_options() -> dict[str, int]:
+    """`options=` of every `app.Table`: bounded RocksDB memory (stream/config.py RocksDBSettings, env
+    MINDSTREAM_ROCKSDB_*) instead of Faust's defaults (64 MiB x 3 write buffers, 2 GiB block cache per partition)."""
+    return RocksDBSettings.from_env().table_options()
 
 
 @contextmanager

@@ -47,6 +47,9 @@ class Settings:
     # reports a partition's end offset as the base offset of its last batch + 1, so Faust's changelog
     # recovery (which reads up to that offset) would miss the tail of a multi-record batch.
     producer_max_batch_bytes: int = 0
+    # how long the broker may hold a fetch waiting for data. Faust hard-codes 1500 ms, which Tansu waits out in
+    # full on a quiet partition: every hop (clicks -> interests -> candidates) then adds up to 1.5 s.
+    fetch_max_wait_ms: int = 5
     log_level: str = "info"
 
     @classmethod
@@ -72,6 +75,56 @@ class Settings:
         return self.role in ("all", "recall")
 
 
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class RocksDBSettings:
+    """Memory bounds of the RocksDB stores behind the tables. Faust opens one RocksDB database per table per
+    partition (2 tables x the partitions a worker holds, standbys included), and its defaults give each a 64 MiB
+    write buffer x 3 and a 2 GiB block cache: memtables alone could reach gigabytes before the first flush, so a
+    worker's RSS grows with its write volume for a long time (docs/reliability.md, soak). The state here is small
+    (a bounded sequence per user), so these bounds cost nothing measurable.
+
+    Read from the environment only (MINDSTREAM_ROCKSDB_*), not yet `mindstream worker` flags. Values in MiB.
+    """
+
+    # memtable size per database before it is flushed to an SST file
+    write_buffer_mib: int = 8
+    # memtables per database (the active one plus those waiting for their flush)
+    max_write_buffers: int = 2
+    # block cache (uncompressed blocks read from SST files) per database
+    block_cache_mib: int = 8
+
+    @classmethod
+    def from_env(cls) -> RocksDBSettings:
+        values: dict[str, int] = {}
+        for f in fields(cls):
+            raw = os.environ.get(ROCKSDB_ENV_NAMES[f.name])
+            if raw:
+                values[f.name] = int(raw)
+        settings = cls(**values)
+        if min(settings.write_buffer_mib, settings.max_write_buffers, settings.block_cache_mib) < 1:
+            raise ValueError(f"RocksDB settings must be >= 1: {settings}")
+        return settings
+
+    def table_options(self) -> dict[str, int]:
+        """Keyword options of faust's RocksDBOptions, passed as `app.Table(..., options=...)`. A fresh dict per
+        call: Faust's RocksDB store pops keys from the dict it is given."""
+        return {"write_buffer_size": self.write_buffer_mib * MIB, "max_write_buffer_number": self.max_write_buffers,
+                "block_cache_size": self.block_cache_mib * MIB}
+
+    def bound_mib(self) -> int:
+        """Upper bound of memtables + block cache of one database."""
+        return self.write_buffer_mib * self.max_write_buffers + self.block_cache_mib
+
+
+ROCKSDB_ENV_NAMES: dict[str, str] = {
+    "write_buffer_mib": "MINDSTREAM_ROCKSDB_WRITE_BUFFER_MIB",
+    "max_write_buffers": "MINDSTREAM_ROCKSDB_MAX_WRITE_BUFFERS",
+    "block_cache_mib": "MINDSTREAM_ROCKSDB_BLOCK_CACHE_MIB",
+}
+
 ENV_NAMES: dict[str, str] = {
     "bootstrap": "KAFKA_BOOTSTRAP",
     "models_dir": "MINDSTREAM_MODELS_DIR",
@@ -90,6 +143,7 @@ ENV_NAMES: dict[str, str] = {
     "dedup_size": "MINDSTREAM_DEDUP_SIZE",
     "max_event_bytes": "MINDSTREAM_MAX_EVENT_BYTES",
     "producer_max_batch_bytes": "MINDSTREAM_PRODUCER_MAX_BATCH_BYTES",
+    "fetch_max_wait_ms": "MINDSTREAM_FETCH_MAX_WAIT_MS",
     "log_level": "MINDSTREAM_LOG_LEVEL",
 }
 

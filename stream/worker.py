@@ -33,6 +33,8 @@ HELP = {
     "max_event_bytes": "larger click records are dead-lettered",
     "producer_max_batch_bytes": "producer batch size in bytes, 0 = Faust's default; 1 on the embedded Tansu "
                                 "broker (its end offsets undercount multi-record batches, losing changelog tails)",
+    "fetch_max_wait_ms": "longest time, in ms, the broker may hold a fetch for more data (Faust's fixed 1500 "
+                         "adds up to 1.5 s per hop on a quiet partition)",
     "log_level": "log level (debug, info, warning, error)",
 }
 
@@ -57,7 +59,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def build(settings: Settings):
     """The configured Faust app with its agents and the release registry it serves from. The agents' tables
     are `app.tables["behaviors"]` (interest role) and `app.tables["latest-candidates"]` (recall role)."""
-    from stream import interests, monitoring, recall
+    from stream import hotswap, interests, monitoring, recall
     from stream.app import create_app
     from stream.releases import ReleaseRegistry
 
@@ -69,6 +71,7 @@ def build(settings: Settings):
     if settings.runs_recall():
         recall.install(app, settings, registry)
     monitoring.install(app, settings, registry)  # consumer lag, online hit rate, /users pages
+    hotswap.install(app, settings, registry)  # follows model-releases: verified releases swap in (docs/hotswap.md)
     return app, registry
 
 
