@@ -1,0 +1,413 @@
+"""Hot swap on real components: releases written by model/release.py, the embedded Tansu broker and
+`mindstream worker` (Faust, RocksDB, onnxruntime, hnswlib) as a subprocess.
+
+v1 is the session's ml-100k release (item ids "1", "2", ...); v2 is trained on the same MovieLens users with
+every item id prefixed "b:". The two item sets are disjoint, so a candidate list that mixed a message's
+interests with the other version's index, or items of both, cannot go unnoticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from prometheus_client import REGISTRY
+
+from infra.broker import EmbeddedBroker, free_port
+from model.data import load_dataset
+from model.mind import MINDConfig
+from model.release import load_release, set_current
+from model.train import TrainConfig, train_release
+from stream.announce import Announcement, announcement_for, publish
+from stream.hotswap import OK, REJECTED, SKIPPED, handle
+from stream.releases import ReleaseRegistry
+from stream.rollback import previous_version
+
+REPO = Path(__file__).resolve().parents[1]
+PARTITIONS = 2
+V2_PREFIX = "b:"
+
+
+# ---------------------------------------------------------------------------------------------- releases
+
+
+@pytest.fixture(scope="module")
+def v2_dir(ml100k_release: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A release with item ids "b:<movielens id>" (trained after v1, so its created_ts is later)."""
+    ml = load_dataset(shared_data / "ml-100k")
+    tmp = tmp_path_factory.mktemp("v2")
+    data = tmp / "clicks-b.jsonl"
+    with data.open("w") as f:
+        for user in sorted(ml.sequences, key=int)[:300]:
+            for ts, item in enumerate(ml.sequences[user]):
+                f.write(json.dumps({"user_id": user, "item_id": V2_PREFIX + item, "ts": ts}) + "\n")
+    return train_release(data, tmp / "models", MINDConfig(d=16, K=4, max_len=20, hidden=(32,), profile_dim=4),
+                         TrainConfig(epochs=1, batch_size=512, threads=1, progress=False))
+
+
+@pytest.fixture
+def models(ml100k_release: Path, v2_dir: Path, tmp_path: Path) -> Path:
+    """models/ holding v1 and v2, CURRENT = v1."""
+    root = tmp_path / "models"
+    root.mkdir()
+    for release in (ml100k_release, v2_dir):
+        shutil.copytree(release, root / release.name)
+    set_current(root, ml100k_release.name)
+    return root
+
+
+def corrupt_copies(release: Path, where: Path) -> dict[str, Path]:
+    """Broken releases: a file changed after its checksum was taken; an index of the wrong dimension (with
+    checksums that match, so only the dimension check can catch it)."""
+    out = {}
+    bad_sum = where / "bad-checksum"
+    shutil.copytree(release, bad_sum)
+    manifest = json.loads((bad_sum / "manifest.json").read_text())
+    manifest["version"] = "bad-checksum"
+    (bad_sum / "manifest.json").write_text(json.dumps(manifest))
+    ids = (bad_sum / "item_ids.txt").read_text().splitlines()
+    ids[0], ids[1] = ids[1], ids[0]
+    (bad_sum / "item_ids.txt").write_text("\n".join(ids) + "\n")
+    out["bad-checksum"] = bad_sum
+
+    wrong_dim = where / "wrong-dim"
+    shutil.copytree(release, wrong_dim)
+    manifest = json.loads((wrong_dim / "manifest.json").read_text())
+    n, d = manifest["item_count"], manifest["d"]
+    index = hnswlib.Index(space="ip", dim=d + 1)
+    index.init_index(max_elements=n)
+    index.add_items(np.random.default_rng(0).normal(size=(n, d + 1)).astype(np.float32), np.arange(n))
+    index.save_index(str(wrong_dim / "items.hnsw"))
+    manifest["version"] = "wrong-dim"
+    manifest["files"]["items.hnsw"] = hashlib.sha256((wrong_dim / "items.hnsw").read_bytes()).hexdigest()
+    (wrong_dim / "manifest.json").write_text(json.dumps(manifest))
+    out["wrong-dim"] = wrong_dim
+    return out
+
+
+def swaps(result: str) -> float:
+    return REGISTRY.get_sample_value("mindstream_model_swaps_total", {"result": result}) or 0.0
+
+
+# ---------------------------------------------------------------------------------------------- the pieces
+
+
+def test_announced_release_is_verified_and_swapped_in(models: Path, ml100k_release: Path, v2_dir: Path) -> None:
+    registry = ReleaseRegistry(models)
+    registry.load_initial()
+    ok_before = swaps("ok")
+    result = asyncio.run(handle(announcement_for(models / v2_dir.name).to_bytes(), registry, models))
+    assert result == OK
+    assert registry.current.version == v2_dir.name
+    assert swaps("ok") == ok_before + 1
+    # the previous version stays loaded for messages stamped with it
+    assert registry.get(ml100k_release.name) is not None
+    # announcing what is served already changes nothing and counts nothing
+    assert asyncio.run(handle(announcement_for(models / v2_dir.name).to_bytes(), registry, models)) == SKIPPED
+    assert swaps("ok") == ok_before + 1
+
+
+def test_a_uri_not_mounted_here_is_found_under_the_models_dir(models: Path, v2_dir: Path, tmp_path: Path) -> None:
+    registry = ReleaseRegistry(models)
+    registry.load_initial()
+    announced = announcement_for(models / v2_dir.name)
+    elsewhere = Announcement(announced.version, f"file:///trainer/models/{announced.version}",
+                             announced.manifest_sha256, announced.created_ts)
+    assert asyncio.run(handle(elsewhere.to_bytes(), registry, models)) == OK
+    assert registry.current.path == models / v2_dir.name
+
+
+def test_corrupt_or_mismatched_releases_are_rejected_and_the_serving_version_stays(
+        models: Path, ml100k_release: Path, v2_dir: Path, tmp_path: Path) -> None:
+    registry = ReleaseRegistry(models)
+    registry.load_initial()
+    v1 = registry.current.version
+    broken = corrupt_copies(ml100k_release, tmp_path)
+    good = announcement_for(models / v2_dir.name)
+    records = {
+        "bad checksum": announcement_for(broken["bad-checksum"]).to_bytes(),
+        "wrong dimension": announcement_for(broken["wrong-dim"]).to_bytes(),
+        "manifest sha256 differs from the announcement": Announcement(
+            good.version, good.uri, "0" * 64, good.created_ts).to_bytes(),
+        "no such directory": Announcement("nope", str(tmp_path / "nope"), "0" * 64, 1.0).to_bytes(),
+        "not an announcement": b'{"version": 3}',
+        "not JSON": b"\xff",
+    }
+    for why, raw in records.items():
+        before = swaps("rejected")
+        assert asyncio.run(handle(raw, registry, models)) == REJECTED, why
+        assert swaps("rejected") == before + 1, why
+        assert registry.current.version == v1, why
+
+
+def test_previous_version_is_the_one_created_before_current(models: Path, ml100k_release: Path,
+                                                             v2_dir: Path) -> None:
+    set_current(models, v2_dir.name)
+    assert previous_version(models) == ml100k_release.name
+    set_current(models, ml100k_release.name)
+    with pytest.raises(Exception, match="oldest"):
+        previous_version(models)
+
+
+def test_a_starting_worker_takes_the_newest_announcement_only(tmp_path: Path) -> None:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka import TopicPartition as AioTopicPartition
+
+    from stream.hotswap import _catch_up
+
+    async def newest(bootstrap: str):
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [AioTopicPartition("model-releases", 0)]
+            consumer.assign(tps)
+            return await _catch_up(consumer, tps, 200)
+        finally:
+            await consumer.stop()
+
+    with EmbeddedBroker(log_path=str(tmp_path / "broker.log")) as broker:
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        admin.create_topics([NewTopic("model-releases", 1, 1)])
+        admin.close()
+        assert asyncio.run(newest(broker.bootstrap)) is None  # nothing announced yet
+        for k in range(4):
+            publish(broker.bootstrap, "model-releases", Announcement(f"v{k}", f"/models/v{k}", "0" * 64, float(k)))
+        record = asyncio.run(newest(broker.bootstrap))
+    assert Announcement.parse(record.value).version == "v3"
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+class Clicker(threading.Thread):
+    """Clicks without pause: every round, one click per user, alternating a v1 item and its v2 twin."""
+
+    def __init__(self, bootstrap: str, sequences: dict[str, list[str]], pause_s: float = 0.15) -> None:
+        super().__init__(daemon=True)
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        self.sequences = sequences
+        self.pause_s = pause_s
+        self.rounds = 0
+        self.sent = 0
+        self.last_ts: dict[str, float] = {}
+        self.stopping = threading.Event()
+        self.t0 = time.time()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            r = self.rounds
+            for user, items in self.sequences.items():
+                item = items[(r // 2) % len(items)]
+                item = V2_PREFIX + item if r % 2 else item
+                ts = self.t0 + r * 0.01
+                value = {"event_id": f"{user}-{r}", "user_id": user, "item_id": item, "ts": ts}
+                self.producer.send("clicks", key=user.encode(), value=json.dumps(value).encode())
+                self.last_ts[user] = ts
+                self.sent += 1
+            self.producer.flush()
+            self.rounds += 1
+            time.sleep(self.pause_s)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.is_alive():
+            self.join(30)
+        self.producer.close()  # idempotent
+
+
+class Worker:
+    def __init__(self, bootstrap: str, models: Path, tmp: Path) -> None:
+        self.port = free_port()
+        self.log = tmp / "worker.log"
+        cmd = [sys.executable, "-m", "stream.cli", "worker", "--models-dir", str(models), "--bootstrap", bootstrap,
+               "--state-dir", str(tmp / "state"), "--web-port", str(self.port), "--partitions", str(PARTITIONS),
+               "--top-n", "20", "--log-level", "warning"]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def metrics(self) -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                return r.read().decode()
+        except OSError:
+            return ""  # not serving yet
+
+    def alive(self) -> None:
+        if self.proc.poll() is not None:
+            pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.log.read_text()[-5000:]}")
+
+    def wait_metrics(self, lines: list[str], timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.alive()
+            text = self.metrics()
+            if all(line in text.splitlines() for line in lines):
+                return text
+            time.sleep(0.3)
+        pytest.fail(f"metrics never showed {lines}:\n{text}\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def read_topic(bootstrap: str, topic: str, done: Callable[[list], bool], timeout_s: float,
+               worker: Worker) -> list:
+    """Every record of `topic` from the start (all partitions) until done(records) or the timeout."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             fetch_max_wait_ms=100)
+    records: list = []
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not done(records):
+            worker.alive()
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+    finally:
+        consumer.close()
+    return records
+
+
+def version_runs(records: list) -> dict[int, list[str]]:
+    """Per partition, the model versions in offset order with repeats collapsed."""
+    runs: dict[int, list[str]] = {}
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        version = json.loads(r.value)["model_version"]
+        seq = runs.setdefault(r.partition, [])
+        if not seq or seq[-1] != version:
+            seq.append(version)
+    return runs
+
+
+def is_subsequence(seq: list[str], of: list[str]) -> bool:
+    it = iter(of)
+    return all(x in it for x in seq)
+
+
+def metric_value(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_swap_under_load_is_version_consistent_and_rollback_returns(
+        models: Path, ml100k_release: Path, v2_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+    v1, v2 = load_release(models / ml100k_release.name), load_release(models / v2_dir.name)
+    items = {v1.version: set(v1.item_ids), v2.version: set(v2.item_ids)}
+    assert not items[v1.version] & items[v2.version]
+    ml = load_dataset(shared_data / "ml-100k")
+    sequences = {}
+    for user in sorted(ml.sequences, key=int)[:12]:
+        both = [i for i in ml.sequences[user] if i in v1.item_index and V2_PREFIX + i in v2.item_index]
+        sequences[f"hs-{user}"] = both[:30]
+    assert all(len(s) >= 5 for s in sequences.values())
+    broken = corrupt_copies(models / v2.version, tmp_path)
+
+    with EmbeddedBroker(log_path=str(tmp_path / "broker.log")) as broker:
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in ("clicks", "user-interests", "candidates",
+                                                                   "clicks-dlq")]
+                            + [NewTopic("model-releases", 1, 1)])
+        admin.close()
+        worker = Worker(broker.bootstrap, models, tmp_path)
+        clicker = Clicker(broker.bootstrap, sequences)
+        try:
+            pid = worker.proc.pid
+            clicker.start()
+            read_topic(broker.bootstrap, "candidates", lambda rs: len(rs) >= 20, 180, worker)
+
+            # v2 announced mid-stream, as `retrain` does it: CURRENT first, then the announcement
+            set_current(models, v2.version)
+            publish(broker.bootstrap, "model-releases", announcement_for(models / v2.version))
+            worker.wait_metrics(['mindstream_model_swaps_total{result="ok"} 1.0',
+                                 f'mindstream_model_info{{version="{v2.version}"}} 1.0'], 60)
+            rounds_at_v2 = clicker.rounds
+            while clicker.rounds < rounds_at_v2 + 10:
+                worker.alive()
+                time.sleep(0.1)
+
+            # broken releases are rejected; v2 keeps serving
+            publish(broker.bootstrap, "model-releases", announcement_for(broken["bad-checksum"]))
+            publish(broker.bootstrap, "model-releases", announcement_for(broken["wrong-dim"]))
+            good = announcement_for(models / v1.version)
+            publish(broker.bootstrap, "model-releases",
+                    Announcement(good.version, good.uri, "0" * 64, good.created_ts))
+            worker.wait_metrics(['mindstream_model_swaps_total{result="rejected"} 3.0',
+                                 f'mindstream_model_info{{version="{v2.version}"}} 1.0'], 60)
+
+            # rollback: CURRENT and the running worker return to v1
+            done = subprocess.run([sys.executable, "-m", "stream.cli", "rollback", "--models", str(models),
+                                   "--bootstrap", broker.bootstrap], cwd=REPO, capture_output=True, text=True,
+                                  timeout=120)
+            assert done.returncode == 0, done.stderr
+            assert (models / "CURRENT").read_text().strip() == v1.version
+            worker.wait_metrics(['mindstream_model_swaps_total{result="ok"} 2.0',
+                                 f'mindstream_model_info{{version="{v1.version}"}} 1.0'], 60)
+            rounds_at_rollback = clicker.rounds
+            while clicker.rounds < rounds_at_rollback + 10:
+                worker.alive()
+                time.sleep(0.1)
+            clicker.stop()
+            last_ts = dict(clicker.last_ts)
+
+            def all_in(records: list) -> bool:
+                seen = {(v["user_id"], v["event_ts"]) for v in map(lambda r: json.loads(r.value), records)}
+                return all((u, ts) in seen for u, ts in last_ts.items())
+
+            interests = read_topic(broker.bootstrap, "user-interests", all_in, 180, worker)
+            candidates = read_topic(broker.bootstrap, "candidates", all_in, 120, worker)
+            text = worker.metrics()
+            assert worker.proc.pid == pid and worker.proc.poll() is None  # never restarted
+        finally:
+            clicker.stop()
+            worker.stop()
+
+    # every valid click was applied (none lost across the swaps) and each user's last click yielded interests
+    applied = sum(metric_value(text, f'mindstream_events_total{{status="{s}"}}') for s in ("ok", "unknown_item"))
+    assert applied == clicker.sent
+    assert metric_value(text, 'mindstream_events_total{status="invalid"}') == 0
+    assert all_in(interests) and all_in(candidates)
+    # every candidates message names a version, and every item of it belongs to that version: zero mixed
+    by_version = {v1.version: 0, v2.version: 0}
+    for r in candidates:
+        value = json.loads(r.value)
+        assert value["model_version"] in items, value["model_version"]
+        assert value["items"], value["user_id"]
+        assert {c["item_id"] for c in value["items"]} <= items[value["model_version"]], value["model_version"]
+        by_version[value["model_version"]] += 1
+    assert by_version[v1.version] > 0 and by_version[v2.version] > 0
+    # the switch is atomic: per partition the versions go v1 -> v2 -> v1 (rollback), never back and forth
+    for records in (interests, candidates):
+        for partition, runs in version_runs(records).items():
+            assert is_subsequence(runs, [v1.version, v2.version, v1.version]), (partition, runs)
+    # after the rollback, each user's last click is served by v1
+    latest = {}
+    for r in candidates:
+        value = json.loads(r.value)
+        latest[value["user_id"]] = value
+    assert {v["model_version"] for v in latest.values()} == {v1.version}
