@@ -21,6 +21,7 @@ import csv
 import json
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -377,8 +378,8 @@ def _load_clicks_csv(path: Path) -> Interactions:
     return out.result()
 
 
-def _load_clicks_jsonl(path: Path) -> Interactions:
-    out = _ClickCollector(path)
+def iter_json_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; DataError `file:line: ...` otherwise."""
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -388,8 +389,14 @@ def _load_clicks_jsonl(path: Path) -> Interactions:
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{n}: invalid JSON ({e.msg})") from None
             if not isinstance(record, dict):
-                raise DataError(f"{path}:{n}: expected a JSON object")
-            out.add(n, record)
+                raise DataError(f"{path}:{n}: expected a JSON object, got {type(record).__name__}")
+            yield n, record
+
+
+def _load_clicks_jsonl(path: Path) -> Interactions:
+    out = _ClickCollector(path)
+    for n, record in iter_json_objects(path):
+        out.add(n, record)
     return out.result()
 
 

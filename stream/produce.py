@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from model.data import DataError, load_dataset
+from model.data import DataError, iter_json_objects, load_dataset
 from stream.config import CANDIDATES, CLICKS, CLICKS_DLQ, USER_INTERESTS, Settings
 from stream.simulate import ClickSimulator, add_sim_arguments, sim_config_from
 
@@ -78,17 +78,8 @@ def read_click_log(path: Path) -> Iterator[dict]:
                     raise DataError(f"{path}:{reader.line_num}: expected {len(reader.fieldnames)} fields")
                 yield _check_click(f"{path}:{reader.line_num}", row)
         return
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            yield _check_click(f"{path}:{n}", row)
+    for n, row in iter_json_objects(path):
+        yield _check_click(f"{path}:{n}", row)
 
 
 def interleaved_dataset(path: Path) -> Iterator[dict]:
