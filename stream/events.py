@@ -61,7 +61,17 @@ def _text(obj: dict, name: str, required: bool) -> str | None:
         raise _Invalid(WRONG_TYPE, f"{name} must be a string, got {type(value).__name__}")
     if not value or len(value) > MAX_ID_CHARS:
         raise _Invalid(BAD_VALUE, f"{name} must have 1..{MAX_ID_CHARS} characters")
+    _check_utf8(value, name)
     return value
+
+
+def _check_utf8(value: str, what: str) -> None:
+    # JSON may escape a lone UTF-16 surrogate ("\ud800"): valid JSON, a Python str, but no UTF-8 form, so
+    # it could become neither a record key nor table state nor a produced value.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Invalid(BAD_VALUE, f"{what} is not encodable as UTF-8 (a lone surrogate escape)") from None
 
 
 class _Invalid(Exception):
@@ -82,7 +92,10 @@ def _validate(obj: Any, key: bytes | None) -> Click:
     # bool is an int subclass in Python; `true` is not a timestamp
     if isinstance(ts, bool) or not isinstance(ts, int | float):
         raise _Invalid(WRONG_TYPE, f"ts must be a number (epoch seconds), got {type(ts).__name__}")
-    ts = float(ts)
+    try:
+        ts = float(ts)
+    except OverflowError:  # a JSON integer beyond float range (Python's int is unbounded)
+        raise _Invalid(BAD_VALUE, "ts must be finite epoch seconds, got an integer beyond float range") from None
     if not math.isfinite(ts) or ts < 0:
         raise _Invalid(BAD_VALUE, f"ts must be finite epoch seconds, got {ts!r}")
     event_id = _text(obj, "event_id", False)
@@ -92,6 +105,9 @@ def _validate(obj: Any, key: bytes | None) -> Click:
         profile = {}
     elif not isinstance(profile, dict) or not all(isinstance(v, str) for v in profile.values()):
         raise _Invalid(WRONG_TYPE, "profile must be an object of strings")
+    for name, value in profile.items():
+        _check_utf8(name, "profile field name")
+        _check_utf8(value, f"profile field {name!r}")
     # The key decides the partition, and the partition decides which worker holds the user's state:
     # a click keyed by anything but its user would update that user's sequence on the wrong worker.
     if key is not None and key != user_id.encode("utf-8"):

@@ -20,10 +20,11 @@ import numpy as np
 
 from model.release import Release
 from stream import metrics
-from stream.app import current_event
+from stream.app import current_event, table_options
 from stream.behaviors import Behaviors
 from stream.config import CLICKS, CLICKS_DLQ, USER_INTERESTS, Settings
 from stream.events import UNKNOWN_ITEM, Click, InvalidEvent, dead_letter, parse_click
+from stream.refresh import REFRESH_REQUESTS
 from stream.releases import ReleaseRegistry
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry) -> fa
                                 partitions=settings.partitions)
     # user id -> Behaviors state (stream/behaviors.py); RocksDB locally, the changelog topic for recovery
     behaviors_table = app.Table("behaviors", key_type=str, partitions=settings.partitions,
-                                help="user behavior sequences")
+                                help="user behavior sequences", options=table_options())
 
     async def reject(key: bytes | None, raw: bytes | None, reason: str, error: str) -> None:
         await dlq_topic.send(key=key, value=dead_letter(raw, reason, error, time.time()))
@@ -133,4 +134,53 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry) -> fa
                         await reject(event.key, event.value, "processing_error", repr(e))
             await publish(release, pending)
 
+    install_refresh(app, settings, registry, behaviors_table, interests_topic)
     return behaviors_table
+
+
+def install_refresh(app: faust.App, settings: Settings, registry: ReleaseRegistry, behaviors_table: faust.Table,
+                    interests_topic: faust.types.TopicT) -> None:
+    """The refresh agent (`mindstream refresh`, docs/hotswap.md): a request keyed by user id recomputes that
+    user's interests from the stored sequence with the current release, without a click. The requests topic
+    has the partitions of `clicks` and the same key, so Faust's assignor gives a worker the same partitions of
+    both (co-partitioned with the `behaviors` changelog) and the table read here is local. Read only: the
+    click agent stays the one writer of `behaviors`."""
+    # internal: the worker creates the topic at start, with the partitions of every other topic it declares
+    # (a consumer's metadata request would otherwise let the broker auto-create it with its default count)
+    requests_topic = app.topic(settings.topic(REFRESH_REQUESTS), key_serializer="raw", value_serializer="raw",
+                               partitions=settings.partitions, internal=True)
+
+    @app.agent(requests_topic, name="refresh")
+    async def refresh_agent(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_window_ms / 1000.0):
+            try:
+                await refresh(events)
+            except Exception:  # a bug must cost these requests (a refresh can be run again), not the worker
+                log.exception("refresh of %d requests failed", len(events))
+                metrics.REFRESHES.labels(status="error").inc(len(events))
+
+    async def refresh(events: list[faust.types.EventT]) -> None:
+        release = registry.current  # one version per batch, as in the click agent
+        users: dict[str, Behaviors] = {}
+        for event in events:
+            user_id = (event.key or b"").decode("utf-8", "replace")
+            with current_event(event):  # the table partition is the request's partition
+                state = behaviors_table.get(user_id) if user_id else None
+            if state is None:
+                metrics.REFRESHES.labels(status="no_behaviors").inc()
+                continue
+            users[user_id] = Behaviors.from_state(state)
+        known = release.item_index
+        batch = [(u, b) for u, b in users.items() if any(i in known for i in b.items)]
+        metrics.REFRESHES.labels(status="unknown_items").inc(len(users) - len(batch))
+        if not batch:
+            return
+        interests, n_interests = run_tower(release, batch)
+        for row, (user_id, state) in enumerate(batch):
+            # event_ts: the newest behavior the interests are computed from (as for a click), and `refresh` so
+            # the recall agent leaves it out of the click -> candidates latency
+            value = interests_message(user_id, release, interests[row], int(n_interests[row]), state,
+                                      state.seq[-1][0])
+            value["refresh"] = True
+            await interests_topic.send(key=user_id.encode("utf-8"), value=value)
+        metrics.REFRESHES.labels(status="ok").inc(len(batch))

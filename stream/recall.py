@@ -18,6 +18,7 @@ import numpy as np
 
 from model.release import Release
 from stream import metrics
+from stream.app import table_options
 from stream.config import CANDIDATES, USER_INTERESTS, Settings
 from stream.releases import ReleaseRegistry
 
@@ -83,7 +84,7 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry) -> fa
                                  partitions=settings.partitions)
     # user id -> the candidates value last published for the user
     latest = app.Table("latest-candidates", key_type=str, partitions=settings.partitions,
-                       help="latest candidate list per user")
+                       help="latest candidate list per user", options=table_options())
 
     @app.agent(interests_topic, name="recall")
     async def recall_agent(stream: faust.StreamT) -> None:
@@ -111,10 +112,12 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry) -> fa
                 "event_ts": msg.get("event_ts"),
                 "published_ts": time.time(),
             }
+            if msg.get("refresh"):
+                value["refresh"] = True  # recomputed by `mindstream refresh`, not by a click
             await candidates_topic.send(key=msg["user_id"].encode("utf-8"), value=value)
             latest[msg["user_id"]] = value
             event_ts = msg.get("event_ts")
-            if isinstance(event_ts, int | float):
+            if isinstance(event_ts, int | float) and not msg.get("refresh"):
                 metrics.EVENT_TO_CANDIDATES_SECONDS.observe(max(0.0, value["published_ts"] - float(event_ts)))
 
     return latest

@@ -30,13 +30,15 @@ REASONS = {events.OVERSIZED, events.NOT_UTF8, events.NOT_JSON, events.NOT_OBJECT
 GOOD = {"event_id": "e1", "user_id": "u1", "item_id": "i9", "ts": 1700000000.5, "category": "Drama",
         "profile": {"gender": "F", "age": "25"}}
 
-# JSON values of every kind. Integers stay within 64 bits and text without lone surrogates: the two input
-# classes beyond that are known parser bugs, pinned by the xfail tests at the end of this module (an
-# unbounded strategy would make this property fail only sometimes).
-json_scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**63)
-                | st.floats(allow_nan=False, allow_infinity=False) | st.text())
+# JSON values of every kind, including the two input classes that once made the parser raise: integers beyond
+# float range and text with lone UTF-16 surrogates (valid JSON as "\\ud800" escapes, not encodable as UTF-8).
+LONE_SURROGATES = ["\ud800", "\udbff", "\udc00", "\udfff"]
+texts = st.text() | st.builds(lambda a, s, b: a + s + b, st.text(max_size=4), st.sampled_from(LONE_SURROGATES),
+                              st.text(max_size=4))
+json_scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.integers()
+                | st.integers(10**308, 10**400) | st.floats(allow_nan=False, allow_infinity=False) | texts)
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+                           | st.dictionaries(texts, inner, max_size=4), max_leaves=12)
 keys = st.none() | st.binary(max_size=16) | st.just(b"u1")
 
 
@@ -65,8 +67,12 @@ def test_arbitrary_json_values_never_raise(value: object, key: bytes | None) -> 
         assert result.reason == events.NOT_OBJECT
 
 
+def _utf8(v: str) -> bool:
+    return not any(0xD800 <= ord(c) <= 0xDFFF for c in v)
+
+
 def _valid_text(v: object) -> bool:
-    return isinstance(v, str) and 1 <= len(v) <= MAX_ID_CHARS
+    return isinstance(v, str) and 1 <= len(v) <= MAX_ID_CHARS and _utf8(v)
 
 
 def reference_valid(obj: dict, key: bytes | None) -> bool:
@@ -74,13 +80,20 @@ def reference_valid(obj: dict, key: bytes | None) -> bool:
     if not (_valid_text(obj.get("user_id")) and _valid_text(obj.get("item_id"))):
         return False
     ts = obj.get("ts")
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts) or ts < 0:
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        return False
+    try:
+        ts = float(ts)  # an integer must be representable as a (finite) float: epoch seconds are floats
+    except OverflowError:
+        return False
+    if not math.isfinite(ts) or ts < 0:
         return False
     for optional in ("event_id", "category"):
         if obj.get(optional) is not None and not _valid_text(obj[optional]):
             return False
     profile = obj.get("profile")
-    if profile is not None and not (isinstance(profile, dict) and all(isinstance(v, str) for v in profile.values())):
+    if profile is not None and not (isinstance(profile, dict)
+                                    and all(isinstance(v, str) and _utf8(v) and _utf8(k) for k, v in profile.items())):
         return False
     return key is None or key == obj["user_id"].encode()
 
@@ -97,7 +110,7 @@ def near_valid_clicks(draw: st.DrawFn) -> dict:
             obj[name] = None
         else:
             obj[name] = draw(json_values)
-    obj.update(draw(st.dictionaries(st.text(max_size=10).filter(lambda k: k not in GOOD), json_values, max_size=3)))
+    obj.update(draw(st.dictionaries(texts.filter(lambda k: k not in GOOD), json_values, max_size=3)))
     return obj
 
 
@@ -112,6 +125,31 @@ def test_near_valid_clicks_are_judged_like_the_reference(obj: dict, key: bytes |
         assert (result.user_id, result.item_id, result.ts) == (obj["user_id"], obj["item_id"], float(obj["ts"]))
         assert result.event_id == obj.get("event_id") and result.category == obj.get("category")
         assert result.profile == (obj.get("profile") or {})
+
+
+@FUZZ
+@given(field=st.sampled_from(["user_id", "item_id", "event_id", "category", "profile value", "profile name"]),
+       value=texts, ts=st.integers(0, 2**63) | st.integers(10**300, 10**400) | st.just(1700000000.5),
+       key=st.sampled_from([None, b"u1"]))
+@example(field="user_id", value="\ud800", ts=1, key=b"u1")
+@example(field="item_id", value="\udfff", ts=1, key=None)
+@example(field="item_id", value="i9", ts=10**400, key=b"u1")
+def test_hard_text_and_ts_values_are_judged_like_the_reference(field: str, value: str, ts: int | float,
+                                                               key: bytes | None) -> None:
+    """Targets the two input classes a general JSON strategy rarely puts in the right place: text with lone
+    surrogates in every text field, and integer timestamps up to and beyond float range."""
+    obj: dict = {**GOOD, "ts": ts}
+    if field == "profile value":
+        obj["profile"] = {"age": value}
+    elif field == "profile name":
+        obj["profile"] = {value: "25"}
+    else:
+        obj[field] = value
+    result = parse_click(json.dumps(obj).encode(), key)
+    check_outcome(result)
+    assert isinstance(result, Click) == reference_valid(obj, key), (obj, result)
+    if isinstance(result, InvalidEvent) and result.reason != events.KEY_MISMATCH:
+        assert result.reason == events.BAD_VALUE, result
 
 
 # ----------------------------------------------------------------------------------- behavior sequence
@@ -251,31 +289,46 @@ def test_far_future_click_sorts_last_and_stays() -> None:
     assert b.items == ["i3", "i4", "future"]
 
 
-# ----------------------------------------------------------------------------------- known parser bugs
+# ----------------------------------------------------------------------------------- fixed parser bugs
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="BUG stream/events.py _validate: a lone UTF-16 surrogate escape in user_id (valid JSON, "
-                          "not encodable as UTF-8) makes `user_id.encode('utf-8')` raise in the key check")
 def test_lone_surrogate_in_user_id_is_invalid_not_raised() -> None:
     result = parse_click(b'{"user_id": "\\ud800", "item_id": "i9", "ts": 1}', b"u1")
     assert isinstance(result, InvalidEvent) and result.reason == events.BAD_VALUE
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="BUG stream/events.py _validate: without a record key a lone surrogate user_id is accepted; "
-                          "the worker then fails to encode it as the table/output key (processing_error, not "
-                          "bad_value); any text field with a lone surrogate cannot be re-encoded as UTF-8")
 def test_lone_surrogate_without_key_is_invalid() -> None:
+    """Without a key the key check never encodes user_id: the text check itself must reject what has no UTF-8
+    form (the worker would fail to encode it as the table/output key, or as state)."""
     for value in (b'{"user_id": "\\ud800", "item_id": "i9", "ts": 1}',
                   b'{"user_id": "u1", "item_id": "\\udfff", "ts": 1}'):
         result = parse_click(value, None)
         assert isinstance(result, InvalidEvent), result
+        assert result.reason == events.BAD_VALUE, result
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="BUG stream/events.py _validate: `float(ts)` raises OverflowError for a JSON integer "
-                          "beyond float range (e.g. 1 followed by 400 zeros) instead of returning bad_value")
+@pytest.mark.parametrize("field_json", [
+    b'"event_id": "e\\udc00"',
+    b'"category": "\\ud83d"',  # the first half of an emoji's surrogate pair, alone
+    b'"profile": {"age": "2\\udbff"}',
+    b'"profile": {"a\\ud800": "25"}',
+])
+def test_lone_surrogate_in_any_text_field_is_bad_value(field_json: bytes) -> None:
+    result = parse_click(b'{"user_id": "u1", "item_id": "i9", "ts": 1, ' + field_json + b"}", b"u1")
+    assert isinstance(result, InvalidEvent), result
+    assert result.reason == events.BAD_VALUE, result
+    # the dead letter carries the reason and the original bytes, and is itself valid JSON
+    json.dumps(events.dead_letter(b"x", result.reason, result.error, 0.0)).encode("utf-8")
+
+
+def test_surrogate_pair_escape_is_one_valid_character() -> None:
+    """A correctly paired escape is an ordinary non-BMP character, not a lone surrogate: accepted."""
+    result = parse_click(b'{"user_id": "\\ud83c\\udfac", "item_id": "i9", "ts": 1}', "\U0001F3AC".encode())
+    assert isinstance(result, Click) and result.user_id == "\U0001F3AC", result
+
+
 def test_integer_ts_beyond_float_range_is_invalid_not_raised() -> None:
     result = parse_click(b'{"user_id": "u1", "item_id": "i9", "ts": 1' + b"0" * 400 + b"}", b"u1")
     assert isinstance(result, InvalidEvent) and result.reason == events.BAD_VALUE
+    # the largest integers that still round to a finite float are timestamps (far future, but finite)
+    assert isinstance(parse_click(b'{"user_id": "u1", "item_id": "i9", "ts": 1' + b"0" * 300 + b"}", b"u1"), Click)
