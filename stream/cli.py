@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("model.evaluate", "offline comparison: mostpop, itemcf, youtube_dnn, mind_1, mind_k (HR@N, NDCG@50)"),
     "worker": ("stream.worker", "run the Faust worker: interest agent (clicks -> interests) and recall agent"),
     "retrain": ("stream.retrain", "daily job: recent clicks from Kafka -> new release -> announce it (hot swap)"),
+    "refresh": ("stream.refresh", "recompute every user with stored behaviors with the served model (bounded rate)"),
     "rollback": ("stream.rollback", "make the release before the current one current again and announce it"),
     "demo": ("stream.demo", "broker, trained model, worker, replayed clicks, fresh candidates: end to end"),
 }

@@ -34,6 +34,11 @@ EVENT_TO_CANDIDATES_SECONDS = Histogram(
     "Click ts (producer clock) -> candidates published.",
     buckets=LATENCY_BUCKETS,
 )
+REFRESHES = Counter(
+    "mindstream_refreshes",
+    "Refresh requests (mindstream refresh), by outcome: ok, no_behaviors, unknown_items, error.",
+    ["status"],
+)
 MODEL_INFO = Gauge("mindstream_model_info", "1 for the model version being served.", ["version"])
 MODEL_SWAPS = Counter("mindstream_model_swaps", "Model release swaps, by result: ok, rejected.", ["result"])
 # `version` beside the contract's `k`: the online hit rate compares model versions (stream/online.py).
@@ -46,6 +51,8 @@ ONLINE_CLICKS = Counter(
 
 for _status in ("ok", "invalid", "duplicate", "unknown_item"):
     EVENTS.labels(status=_status)  # series exist at 0 from the start: rate() has data, alerts see a baseline
+for _status in ("ok", "no_behaviors", "unknown_items", "error"):
+    REFRESHES.labels(status=_status)
 for _result in ("ok", "rejected"):
     MODEL_SWAPS.labels(result=_result)
 

@@ -192,7 +192,9 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
 
 def pipeline_topics(settings: Settings) -> list[str]:
     """The topics the worker reads and writes (ARCHITECTURE.md), with the deployment's prefix."""
-    return [settings.topic(t) for t in (CLICKS, USER_INTERESTS, CANDIDATES, CLICKS_DLQ)]
+    from stream.refresh import REFRESH_REQUESTS
+
+    return [settings.topic(t) for t in (CLICKS, USER_INTERESTS, CANDIDATES, CLICKS_DLQ, REFRESH_REQUESTS)]
 
 
 def make_producer(bootstrap: str):

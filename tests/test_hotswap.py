@@ -411,3 +411,84 @@ def test_swap_under_load_is_version_consistent_and_rollback_returns(
         value = json.loads(r.value)
         latest[value["user_id"]] = value
     assert {v["model_version"] for v in latest.values()} == {v1.version}
+
+
+def test_refresh_moves_every_stored_user_to_the_new_model_without_a_click(
+        models: Path, ml100k_release: Path, v2_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+    """v1 serves some users' clicks; v2 is announced; `mindstream refresh` then brings every user with stored
+    behaviors a v2 candidate list, with no click sent after the swap."""
+    v1, v2 = load_release(models / ml100k_release.name), load_release(models / v2_dir.name)
+    ml = load_dataset(shared_data / "ml-100k")
+    users = {}
+    for user in sorted(ml.sequences, key=int)[:6]:
+        both = [i for i in ml.sequences[user] if i in v1.item_index and V2_PREFIX + i in v2.item_index]
+        # v1 items and their v2 twins: each model knows half of the sequence
+        users[f"rf-{user}"] = [item for i in both[:4] for item in (i, V2_PREFIX + i)]
+    assert all(len(s) == 8 for s in users.values())
+
+    with EmbeddedBroker(log_path=str(tmp_path / "broker.log")) as broker:
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        # no refresh-requests here: the worker declares it with its partition count
+        admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in ("clicks", "user-interests", "candidates",
+                                                                   "clicks-dlq")]
+                            + [NewTopic("model-releases", 1, 1)])
+        admin.close()
+        worker = Worker(broker.bootstrap, models, tmp_path)
+        try:
+            producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+            sent = 0
+            for user, items in users.items():
+                for n, item in enumerate(items):
+                    value = {"event_id": f"{user}-{n}", "user_id": user, "item_id": item, "ts": 1000.0 + n}
+                    producer.send("clicks", key=user.encode(), value=json.dumps(value).encode())
+                    sent += 1
+            producer.flush()
+            producer.close()
+
+            def have_all(records: list) -> bool:
+                return {json.loads(r.value)["user_id"] for r in records} >= set(users)
+
+            before = read_topic(broker.bootstrap, "candidates", have_all, 180, worker)
+            assert {json.loads(r.value)["model_version"] for r in before} == {v1.version}
+
+            set_current(models, v2.version)
+            publish(broker.bootstrap, "model-releases", announcement_for(models / v2.version))
+            worker.wait_metrics([f'mindstream_model_info{{version="{v2.version}"}} 1.0'], 60)
+            # a request for a user with no stored behaviors is counted and changes nothing
+            ghost = KafkaProducer(bootstrap_servers=broker.bootstrap)
+            ghost.send("refresh-requests", key=b"rf-nobody", value=b"{}").get(30)
+            ghost.close()
+            worker.wait_metrics(['mindstream_refreshes_total{status="no_behaviors"} 1.0'], 60)
+
+            done = subprocess.run([sys.executable, "-m", "stream.cli", "refresh", "--bootstrap", broker.bootstrap,
+                                   "--rate", "20", "--no-progress"], cwd=REPO, capture_output=True, text=True,
+                                  timeout=120)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert f"requested {len(users)} of {len(users)} users" in done.stdout, done.stdout
+
+            def all_v2(records: list) -> bool:
+                values = [json.loads(r.value) for r in records]
+                return {v["user_id"] for v in values if v["model_version"] == v2.version} >= set(users)
+
+            candidates = read_topic(broker.bootstrap, "candidates", all_v2, 120, worker)
+            text = worker.wait_metrics([f'mindstream_refreshes_total{{status="ok"}} {float(len(users))}'], 60)
+            consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap)
+            request_partitions = consumer.partitions_for_topic("refresh-requests")
+            consumer.close()
+        finally:
+            worker.stop()
+
+    assert all_v2(candidates)
+    assert request_partitions == set(range(PARTITIONS))  # co-partitioned with clicks
+    # no click was sent after the swap: the v2 lists come from the stored sequences
+    applied = sum(metric_value(text, f'mindstream_events_total{{status="{s}"}}') for s in ("ok", "unknown_item"))
+    assert applied == sent
+    for r in candidates:
+        value = json.loads(r.value)
+        if value["model_version"] == v2.version:
+            assert value.get("refresh") is True
+            # recomputed from the whole stored sequence: the newest click's ts, v2 items never seen before
+            assert value["event_ts"] == 1000.0 + 7, value
+            ids = {c["item_id"] for c in value["items"]}
+            assert ids and ids <= set(v2.item_ids)
+            assert not ids & set(users[value["user_id"]])

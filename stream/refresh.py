@@ -1,0 +1,178 @@
+"""`mindstream refresh`: recompute every user with stored behaviors, at a bounded rate, so candidates move to
+the model now served without waiting for each user's next click (docs/hotswap.md).
+
+    behaviors changelog ──read once──► user ids ──paced, key = user id──► refresh-requests
+        ──► refresh agent (stream/interests.py): stored sequence, current release ──► user-interests ──► candidates
+
+The users are those with a sequence in the `behaviors` table, read from its changelog topic
+(`<app id>-behaviors-changelog`, Faust's name; the app id of the `all` and of the `interest` role are both
+looked for) with kafka-python, partitions assigned (no consumer group, nothing committed), from the
+beginning up to the high watermark of the first fetch (Tansu's ListOffsets undercounts, docs/DESIGN.md). A
+user whose last changelog record is a tombstone is left out. One request per user is produced to
+`refresh-requests`, keyed by user id like `clicks`, created with the partition count of `clicks` if missing:
+the request reaches the worker that owns the user's `behaviors` partition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+from stream.config import CLICKS, Settings
+
+REFRESH_REQUESTS = "refresh-requests"
+RATE = 200.0  # requests per second: each costs a tower row, an ANN search and two records
+
+
+def changelog_topics(settings: Settings) -> list[str]:
+    """Where a `behaviors` table may keep its changelog: Faust's `<app id>-behaviors-changelog`, with the app
+    id of stream/app.py for the roles that hold the table."""
+    base = settings.topic_prefix + settings.app_id
+    return [f"{base}-behaviors-changelog", f"{base}-interest-behaviors-changelog"]
+
+
+def read_users(bootstrap: str, topics: list[str], timeout_s: float = 60.0) -> list[str]:
+    """User ids with a stored sequence in the changelog `topics` that exist, sorted."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             fetch_max_wait_ms=200)
+    latest: dict[str, bool] = {}  # user id -> has a sequence (False: tombstone)
+    try:
+        parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        if not parts:
+            return []
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        listed = consumer.end_offsets(parts)
+        stop: dict[TopicPartition, int] = {}
+        todo = set(parts)
+        deadline = time.monotonic() + timeout_s
+        while todo:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{', '.join(topics)}: end offsets not reached within {timeout_s:.0f}s")
+            polled = consumer.poll(timeout_ms=500)
+            for tp in parts:
+                # the high watermark of the first fetch bounds the read (Tansu lists the last batch's base offset)
+                if tp not in stop and consumer.highwater(tp) is not None:
+                    stop[tp] = max(consumer.highwater(tp), listed[tp])
+            for tp, records in polled.items():
+                for record in records:
+                    if record.offset >= stop.get(tp, listed[tp]):
+                        break
+                    try:
+                        user = json.loads(record.key) if record.key is not None else None
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        continue
+                    if isinstance(user, str) and user:
+                        latest[user] = record.value is not None
+            todo = {tp for tp in todo if tp not in stop or consumer.position(tp) < stop[tp]}
+    finally:
+        consumer.close()
+    return sorted(u for u, stored in latest.items() if stored)
+
+
+def clicks_partitions(bootstrap: str, settings: Settings) -> int:
+    """Partitions of `clicks` (the refresh requests must be co-partitioned with it); the setting if it is missing."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    try:
+        return len(consumer.partitions_for_topic(settings.topic(CLICKS)) or ()) or settings.partitions
+    finally:
+        consumer.close()
+
+
+@dataclass
+class RefreshSummary:
+    users: int = 0
+    sent: int = 0
+    failed: int = 0
+    elapsed_s: float = 0.0
+    first_error: str | None = None
+
+
+def request_refresh(users: list[str], bootstrap: str, topic: str, rate: float, progress: bool = True) -> RefreshSummary:
+    """One request per user on `topic` (key = user id) at `rate` per second."""
+    from tqdm import tqdm
+
+    from stream.produce import Pacer, make_producer
+
+    summary = RefreshSummary(users=len(users))
+
+    def failed(exc: BaseException) -> None:
+        summary.failed += 1
+        summary.first_error = summary.first_error or repr(exc)
+
+    producer = make_producer(bootstrap)
+    pacer = Pacer(rate)
+    bar = tqdm(total=len(users), unit="user", desc=f"refresh requests to {topic}", disable=not progress,
+               mininterval=0.5)
+    start = time.perf_counter()
+    try:
+        for n, user in enumerate(users):
+            pacer.wait(n)
+            value = json.dumps({"requested_ts": time.time()}).encode()
+            producer.send(topic, key=user.encode("utf-8"), value=value).add_errback(failed)
+            summary.sent += 1
+            bar.update()
+        producer.flush()
+    finally:
+        summary.elapsed_s = time.perf_counter() - start
+        bar.close()
+        producer.close()
+    summary.sent -= summary.failed
+    return summary
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    env = Settings.from_env()
+    parser.description = (
+        "Recompute every user with stored behaviors with the model the workers serve now: the users are read "
+        "from the behaviors table's changelog and one request per user is sent to refresh-requests at --rate "
+        "per second; the workers publish fresh interests and candidates stamped with their current version. "
+        "Run it once the workers serve the new release (mindstream_model_info)."
+    )
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    parser.add_argument("--bootstrap", default=env.bootstrap, help="Kafka bootstrap servers [KAFKA_BOOTSTRAP]")
+    parser.add_argument("--topic-prefix", default=env.topic_prefix, help="topic name prefix [MINDSTREAM_TOPIC_PREFIX]")
+    parser.add_argument("--app-id", default=env.app_id,
+                        help="the workers' Faust app id, which names the changelog [MINDSTREAM_APP_ID]")
+    parser.add_argument("--rate", type=float, default=float(os.environ.get("MINDSTREAM_REFRESH_RATE", RATE)),
+                        help="requests (users) per second, > 0 [MINDSTREAM_REFRESH_RATE]")
+    parser.add_argument("--partitions", type=int, default=env.partitions,
+                        help="partitions of refresh-requests if it must be created and clicks does not exist "
+                             "(otherwise those of clicks) [MINDSTREAM_PARTITIONS]")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from stream.produce import ensure_topics
+
+    if not args.rate > 0:
+        print("mindstream refresh: --rate must be > 0 (the refresh is bounded)", file=sys.stderr)
+        return 2
+    settings = Settings(bootstrap=args.bootstrap, topic_prefix=args.topic_prefix, app_id=args.app_id,
+                        partitions=args.partitions)
+    topic = settings.topic(REFRESH_REQUESTS)
+    try:
+        users = read_users(args.bootstrap, changelog_topics(settings))
+        if not users:
+            print(f"no stored behaviors in {' or '.join(changelog_topics(settings))}: nothing to refresh")
+            return 0
+        ensure_topics(args.bootstrap, [topic], clicks_partitions(args.bootstrap, settings))
+        print(f"refreshing {len(users)} users via {topic} at {args.bootstrap} ({args.rate:g} users/s)", flush=True)
+        s = request_refresh(users, args.bootstrap, topic, args.rate, progress=not args.no_progress)
+    except TimeoutError as e:
+        print(f"mindstream refresh: {e}", file=sys.stderr)
+        return 2
+    print(f"requested {s.sent} of {s.users} users in {s.elapsed_s:.2f} s"
+          + (f"; {s.failed} failed, first error: {s.first_error}" if s.failed else ""))
+    return 1 if s.failed else 0
