@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 from stream.config import CLICKS, Settings
+from stream.topic_reader import read_to_end
 
 REFRESH_REQUESTS = "refresh-requests"
 RATE = 200.0  # requests per second: each costs a tower row, an ANN search and two records
@@ -37,42 +38,14 @@ def changelog_topics(settings: Settings) -> list[str]:
 
 def read_users(bootstrap: str, topics: list[str], timeout_s: float = 60.0) -> list[str]:
     """User ids with a stored sequence in the changelog `topics` that exist, sorted."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             fetch_max_wait_ms=200)
     latest: dict[str, bool] = {}  # user id -> has a sequence (False: tombstone)
-    try:
-        parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        if not parts:
-            return []
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        listed = consumer.end_offsets(parts)
-        stop: dict[TopicPartition, int] = {}
-        todo = set(parts)
-        deadline = time.monotonic() + timeout_s
-        while todo:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{', '.join(topics)}: end offsets not reached within {timeout_s:.0f}s")
-            polled = consumer.poll(timeout_ms=500)
-            for tp in parts:
-                # the high watermark of the first fetch bounds the read (Tansu lists the last batch's base offset)
-                if tp not in stop and consumer.highwater(tp) is not None:
-                    stop[tp] = max(consumer.highwater(tp), listed[tp])
-            for tp, records in polled.items():
-                for record in records:
-                    if record.offset >= stop.get(tp, listed[tp]):
-                        break
-                    try:
-                        user = json.loads(record.key) if record.key is not None else None
-                    except (json.JSONDecodeError, UnicodeDecodeError):
-                        continue
-                    if isinstance(user, str) and user:
-                        latest[user] = record.value is not None
-            todo = {tp for tp in todo if tp not in stop or consumer.position(tp) < stop[tp]}
-    finally:
-        consumer.close()
+    for record in read_to_end(bootstrap, topics, timeout_s):
+        try:
+            user = json.loads(record.key) if record.key is not None else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(user, str) and user:
+            latest[user] = record.value is not None
     return sorted(u for u, stored in latest.items() if stored)
 
 

@@ -29,6 +29,7 @@ from model.release import ReleaseError, current_release_dir, load_release, new_v
 from stream.announce import announcement_for, publish
 from stream.config import CLICKS, MODEL_RELEASES, Settings
 from stream.events import Click, InvalidEvent, parse_click
+from stream.topic_reader import read_to_end
 
 if TYPE_CHECKING:
     from model.mind import MINDConfig
@@ -54,57 +55,25 @@ class ExportStats:
 
 def read_clicks(bootstrap: str, topic: str, since_ts: float | None, max_event_bytes: int = 16384,
                 timeout_s: float = 60.0) -> tuple[list[Click], ExportStats]:
-    """Valid clicks of `topic` with ts >= since_ts (None: all), in partition/offset order."""
-    from kafka import KafkaConsumer, TopicPartition
-
+    """Valid clicks of `topic` with ts >= since_ts (None: all), in partition/offset order; no topic: none."""
     stats = ExportStats()
     clicks: list[Click] = []
     seen: set[tuple[str, str]] = set()
-    # no group: a group join on Tansu waits max_poll_interval_ms (ENVIRONMENT.md), and the job commits nothing
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             fetch_max_wait_ms=200)
-    try:
-        found = consumer.partitions_for_topic(topic)
-        if not found:
-            return clicks, stats  # no topic yet: nothing was clicked
-        parts = [TopicPartition(topic, p) for p in sorted(found)]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        # Where to stop: the high watermark of the first fetch response, at least the listed end offset. Tansu
-        # answers ListOffsets(latest) with the base offset of the last batch, not the end, so the high
-        # watermark (which it reports correctly) is the bound; on Apache Kafka the two agree.
-        listed = consumer.end_offsets(parts)
-        stop: dict[TopicPartition, int] = {}
-        todo = set(parts)
-        deadline = time.monotonic() + timeout_s
-        while todo:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: end offsets not reached within {timeout_s:.0f}s")
-            polled = consumer.poll(timeout_ms=500)
-            for tp in parts:
-                if tp not in stop and consumer.highwater(tp) is not None:
-                    stop[tp] = max(consumer.highwater(tp), listed[tp])
-            for tp, records in polled.items():
-                for record in records:
-                    if record.offset >= stop.get(tp, listed[tp]):
-                        break
-                    stats.records += 1
-                    parsed = parse_click(record.value, record.key, max_event_bytes)
-                    if isinstance(parsed, InvalidEvent):
-                        stats.invalid[parsed.reason] += 1
-                        continue
-                    if since_ts is not None and parsed.ts < since_ts:
-                        stats.too_old += 1
-                        continue
-                    if (parsed.user_id, parsed.dedup_id) in seen:
-                        stats.duplicates += 1  # at-least-once delivery: the same click twice
-                        continue
-                    seen.add((parsed.user_id, parsed.dedup_id))
-                    clicks.append(parsed)
-                    stats.kept += 1
-            todo = {tp for tp in todo if tp not in stop or consumer.position(tp) < stop[tp]}
-    finally:
-        consumer.close()
+    for record in read_to_end(bootstrap, [topic], timeout_s):
+        stats.records += 1
+        parsed = parse_click(record.value, record.key, max_event_bytes)
+        if isinstance(parsed, InvalidEvent):
+            stats.invalid[parsed.reason] += 1
+            continue
+        if since_ts is not None and parsed.ts < since_ts:
+            stats.too_old += 1
+            continue
+        if (parsed.user_id, parsed.dedup_id) in seen:
+            stats.duplicates += 1  # at-least-once delivery: the same click twice
+            continue
+        seen.add((parsed.user_id, parsed.dedup_id))
+        clicks.append(parsed)
+        stats.kept += 1
     return clicks, stats
 
 
