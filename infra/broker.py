@@ -31,11 +31,13 @@ def wait_until_answering(bootstrap: str, timeout_s: float = 30.0) -> None:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    from stream.kafka_security import kafka_python_kwargs
+
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000, **kafka_python_kwargs())
             try:
                 admin.list_topics()
                 return

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from model.release import ReleaseError
+from stream.kafka_security import kafka_python_kwargs
 
 KEY = b"current"
 
@@ -87,7 +88,7 @@ def publish(bootstrap: str, topic: str, announcement: Announcement, timeout_s: f
     workers never hear of is a silent failure of the daily job."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", retries=5)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", retries=5, **kafka_python_kwargs())
     try:
         producer.send(topic, key=KEY, value=announcement.to_bytes()).get(timeout=timeout_s)
         producer.flush(timeout=timeout_s)

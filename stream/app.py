@@ -13,6 +13,7 @@ from faust.streams import _current_event
 
 from stream import metrics
 from stream.config import RocksDBSettings, Settings
+from stream.kafka_security import faust_kwargs
 
 
 def app_id(settings: Settings) -> str:
@@ -60,6 +61,7 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.web_port,
         web_in_thread=False,
         **extra,
+        **faust_kwargs(),  # SASL/SSL (stream/kafka_security.py); nothing for PLAINTEXT
     )
 
     @app.page("/metrics")

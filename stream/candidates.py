@@ -16,13 +16,14 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from stream.config import CANDIDATES, Settings
+from stream.kafka_security import kafka_python_kwargs
 
 
 def _consumer(bootstrap: str):
     from kafka import KafkaConsumer
 
     return KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                         client_id="mindstream-candidates", fetch_max_wait_ms=100)
+                         client_id="mindstream-candidates", fetch_max_wait_ms=100, **kafka_python_kwargs())
 
 
 def _partitions(consumer, topic: str, wait_s: float) -> list:

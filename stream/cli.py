@@ -47,7 +47,13 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
-    return int(args._run(args) or 0)
+    from stream.kafka_security import KafkaSecurityError
+
+    try:
+        return int(args._run(args) or 0)
+    except KafkaSecurityError as e:  # a configuration mistake: the message says which variable to fix
+        print(f"mindstream {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from model.release import Release, ReleaseError, load_release
 from stream import metrics
 from stream.announce import Announcement
 from stream.config import MODEL_RELEASES, Settings
+from stream.kafka_security import aiokafka_kwargs
 from stream.releases import ReleaseRegistry
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry, poll_
     async def follow_releases() -> None:
         await topic.maybe_declare()
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=None,
-                                    enable_auto_commit=False, fetch_max_wait_ms=poll_ms)
+                                    enable_auto_commit=False, fetch_max_wait_ms=poll_ms, **aiokafka_kwargs())
         await consumer.start()
         try:
             parts = None

@@ -22,17 +22,20 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from tqdm import tqdm
 
 from model.data import DataError, iter_json_objects, load_dataset
 from stream.config import CANDIDATES, CLICKS, CLICKS_DLQ, USER_INTERESTS, Settings
+from stream.kafka_security import kafka_python_kwargs
 from stream.simulate import ClickSimulator, add_sim_arguments, sim_config_from
 
 CLICK_LOG_SUFFIXES = (".jsonl", ".ndjson", ".csv")
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- sources
@@ -141,16 +144,22 @@ def limit_users(events: Iterator[dict], users: int) -> Iterator[dict]:
 
 
 @dataclass
-class ProduceSummary:
+class SendSummary:
+    """What a `send_keyed` loop did: records acknowledged (`sent`), failed, and the first failure."""
+
     sent: int = 0
     failed: int = 0
-    users: set[str] = field(default_factory=set)
     elapsed_s: float = 0.0
     first_error: str | None = None
 
     @property
     def rate(self) -> float:
         return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class ProduceSummary(SendSummary):
+    users: set[str] = field(default_factory=set)
 
 
 class Pacer:
@@ -178,7 +187,7 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="mindstream-produce")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="mindstream-produce", **kafka_python_kwargs())
     try:
         missing = [t for t in topics if t not in set(admin.list_topics())]
         for topic in missing:
@@ -203,37 +212,32 @@ def make_producer(bootstrap: str):
     # acks=1 and no idempotence: the embedded broker serves no InitProducerId (ENVIRONMENT.md);
     # the worker de-duplicates by event_id. A short linger batches without adding visible latency.
     return KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=2, enable_idempotence=False,
-                         retries=5, client_id="mindstream-produce")
+                         retries=5, client_id="mindstream-produce", **kafka_python_kwargs())
 
 
-def produce(events: Iterator[dict], bootstrap: str, topic: str, rate: float = 0.0, limit: int | None = None,
-            keep_ts: bool = False, progress: bool = True, total: int | None = None,
-            partitions: int | None = None) -> ProduceSummary:
-    """Send `events` (clicks topic values) keyed by user id; returns what was sent. The topic is created
-    with `partitions` (default: the workers' MINDSTREAM_PARTITIONS) if it does not exist."""
-    ensure_topics(bootstrap, [topic], partitions or Settings.from_env().partitions)
+def send_keyed(items: Iterable[T], to_record: Callable[[T], tuple[bytes, bytes]], bootstrap: str, topic: str,
+               rate: float = 0.0, progress: bool = True, total: int | None = None, unit: str = "ev",
+               desc: str | None = None) -> SendSummary:
+    """Send one record per item to `topic` at `rate` items/s (0 = as fast as possible), with a progress bar,
+    then flush. `to_record(item)` gives (key, value) and is called when the item is due, so a timestamp it
+    stamps is the send time. A failed send is counted through the producer's errback (it may fail after
+    `send` returned); `sent` counts only the others."""
     producer = make_producer(bootstrap)
-    summary = ProduceSummary()
+    summary = SendSummary()
 
     def failed(exc: BaseException) -> None:
         summary.failed += 1
         summary.first_error = summary.first_error or repr(exc)
 
-    if limit is not None:
-        events = itertools.islice(events, limit)
-        total = limit if total is None else min(limit, total)
     pacer = Pacer(rate)
-    bar = tqdm(total=total, unit="ev", desc=f"producing to {topic}", disable=not progress, mininterval=0.5)
+    bar = tqdm(total=total, unit=unit, desc=desc or f"producing to {topic}", disable=not progress, mininterval=0.5)
     start = time.perf_counter()
     try:
-        for n, event in enumerate(events):
+        for n, item in enumerate(items):
             pacer.wait(n)
-            if not keep_ts or "ts" not in event:
-                event = {**event, "ts": time.time()}
-            producer.send(topic, key=event["user_id"].encode(),
-                          value=json.dumps(event, separators=(",", ":")).encode()).add_errback(failed)
+            key, value = to_record(item)
+            producer.send(topic, key=key, value=value).add_errback(failed)
             summary.sent += 1
-            summary.users.add(event["user_id"])
             bar.update()
         producer.flush()
     finally:
@@ -242,6 +246,27 @@ def produce(events: Iterator[dict], bootstrap: str, topic: str, rate: float = 0.
         producer.close()
     summary.sent -= summary.failed
     return summary
+
+
+def produce(events: Iterator[dict], bootstrap: str, topic: str, rate: float = 0.0, limit: int | None = None,
+            keep_ts: bool = False, progress: bool = True, total: int | None = None,
+            partitions: int | None = None) -> ProduceSummary:
+    """Send `events` (clicks topic values) keyed by user id; returns what was sent. The topic is created
+    with `partitions` (default: the workers' MINDSTREAM_PARTITIONS) if it does not exist."""
+    ensure_topics(bootstrap, [topic], partitions or Settings.from_env().partitions)
+    users: set[str] = set()
+
+    def to_record(event: dict) -> tuple[bytes, bytes]:
+        if not keep_ts or "ts" not in event:
+            event = {**event, "ts": time.time()}
+        users.add(event["user_id"])
+        return event["user_id"].encode(), json.dumps(event, separators=(",", ":")).encode()
+
+    if limit is not None:
+        events = itertools.islice(events, limit)
+        total = limit if total is None else min(limit, total)
+    sent = send_keyed(events, to_record, bootstrap, topic, rate=rate, progress=progress, total=total)
+    return ProduceSummary(**vars(sent), users=users)
 
 
 # --------------------------------------------------------------------------- command line

@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 
 from stream.config import CLICKS, Settings
+from stream.kafka_security import kafka_python_kwargs
+from stream.produce import SendSummary, send_keyed
 from stream.topic_reader import read_to_end
 
 REFRESH_REQUESTS = "refresh-requests"
@@ -53,7 +55,7 @@ def clicks_partitions(bootstrap: str, settings: Settings) -> int:
     """Partitions of `clicks` (the refresh requests must be co-partitioned with it); the setting if it is missing."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, **kafka_python_kwargs())
     try:
         return len(consumer.partitions_for_topic(settings.topic(CLICKS)) or ()) or settings.partitions
     finally:
@@ -61,45 +63,19 @@ def clicks_partitions(bootstrap: str, settings: Settings) -> int:
 
 
 @dataclass
-class RefreshSummary:
+class RefreshSummary(SendSummary):
     users: int = 0
-    sent: int = 0
-    failed: int = 0
-    elapsed_s: float = 0.0
-    first_error: str | None = None
 
 
 def request_refresh(users: list[str], bootstrap: str, topic: str, rate: float, progress: bool = True) -> RefreshSummary:
     """One request per user on `topic` (key = user id) at `rate` per second."""
-    from tqdm import tqdm
 
-    from stream.produce import Pacer, make_producer
+    def to_record(user: str) -> tuple[bytes, bytes]:
+        return user.encode("utf-8"), json.dumps({"requested_ts": time.time()}).encode()
 
-    summary = RefreshSummary(users=len(users))
-
-    def failed(exc: BaseException) -> None:
-        summary.failed += 1
-        summary.first_error = summary.first_error or repr(exc)
-
-    producer = make_producer(bootstrap)
-    pacer = Pacer(rate)
-    bar = tqdm(total=len(users), unit="user", desc=f"refresh requests to {topic}", disable=not progress,
-               mininterval=0.5)
-    start = time.perf_counter()
-    try:
-        for n, user in enumerate(users):
-            pacer.wait(n)
-            value = json.dumps({"requested_ts": time.time()}).encode()
-            producer.send(topic, key=user.encode("utf-8"), value=value).add_errback(failed)
-            summary.sent += 1
-            bar.update()
-        producer.flush()
-    finally:
-        summary.elapsed_s = time.perf_counter() - start
-        bar.close()
-        producer.close()
-    summary.sent -= summary.failed
-    return summary
+    sent = send_keyed(users, to_record, bootstrap, topic, rate=rate, progress=progress, total=len(users),
+                      unit="user", desc=f"refresh requests to {topic}")
+    return RefreshSummary(**vars(sent), users=len(users))
 
 
 # ----------------------------------------------------------------------------- command line

@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from stream.kafka_security import kafka_python_kwargs
+
 
 def read_to_end(bootstrap: str, topics: list[str], timeout_s: float = 60.0) -> Iterator[Any]:
     """Every record of the `topics` that exist (kafka-python ConsumerRecords), partition by partition in offset
@@ -20,7 +22,7 @@ def read_to_end(bootstrap: str, topics: list[str], timeout_s: float = 60.0) -> I
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             fetch_max_wait_ms=200)
+                             fetch_max_wait_ms=200, **kafka_python_kwargs())
     try:
         parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         if not parts:
