@@ -24,6 +24,7 @@ from stream.app import current_event, table_options
 from stream.behaviors import Behaviors
 from stream.config import CLICKS, CLICKS_DLQ, USER_INTERESTS, Settings
 from stream.events import UNKNOWN_ITEM, Click, InvalidEvent, dead_letter, parse_click
+from stream.recall import CandidatesPublisher, RecallRequest
 from stream.refresh import REFRESH_REQUESTS
 from stream.releases import ReleaseRegistry
 
@@ -36,6 +37,7 @@ class _Pending:
 
     behaviors: Behaviors
     event_ts: float
+    event: faust.types.EventT  # the user's last click of the batch (its partition is the user's)
     consumed: list[float] = field(default_factory=list)  # monotonic consume time of each click applied
 
 
@@ -43,7 +45,7 @@ def interests_message(user_id: str, release: Release, interests: np.ndarray, n_i
                       behaviors: Behaviors, event_ts: float) -> dict[str, Any]:
     """The user-interests value (ARCHITECTURE.md). `history` (the sequence's item ids, oldest first) is
     added so the recall agent, which may run on another worker, can drop already-seen items."""
-    k = max(1, min(int(n_interests), interests.shape[0]))
+    k = n_kept(interests, n_interests)
     return {
         "user_id": user_id,
         "model_version": release.version,
@@ -55,6 +57,11 @@ def interests_message(user_id: str, release: Release, interests: np.ndarray, n_i
     }
 
 
+def n_kept(interests: np.ndarray, n_interests: int) -> int:
+    """K'u of a user: the tower's interest count, within 1..K."""
+    return max(1, min(int(n_interests), interests.shape[0]))
+
+
 def run_tower(release: Release, users: list[tuple[str, Behaviors]]) -> tuple[np.ndarray, np.ndarray]:
     """One ONNX run for the users of a batch: interests [B, K, d], n_interests [B]."""
     items = np.stack([release.encode_history(b.items) for _, b in users])
@@ -63,8 +70,10 @@ def run_tower(release: Release, users: list[tuple[str, Behaviors]]) -> tuple[np.
         return release.user_tower(items, profile)
 
 
-def install(app: faust.App, settings: Settings, registry: ReleaseRegistry) -> faust.Table:
-    """Declare the interest agent on `app`; returns its `behaviors` table (user id -> Behaviors state)."""
+def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
+            candidates: CandidatesPublisher | None = None) -> faust.Table:
+    """Declare the interest agent on `app`; returns its `behaviors` table (user id -> Behaviors state).
+    With `candidates` (`--role all`), each batch's interests also go to recall in memory."""
     clicks_topic = app.topic(settings.topic(CLICKS), key_serializer="raw", value_serializer="raw",
                              partitions=settings.partitions)
     dlq_topic = app.topic(settings.topic(CLICKS_DLQ), key_serializer="raw", value_serializer="json",
@@ -99,8 +108,8 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry) -> fa
             metrics.EVENTS.labels(status=UNKNOWN_ITEM).inc()
             await reject(event.key, event.value, UNKNOWN_ITEM,
                          f"item {click.item_id!r} not in model {release.version}; kept in the sequence")
-        entry = pending.setdefault(click.user_id, _Pending(state, click.ts))
-        entry.event_ts = click.ts
+        entry = pending.setdefault(click.user_id, _Pending(state, click.ts, event))
+        entry.event_ts, entry.event = click.ts, event
         entry.consumed.append(getattr(event.message, "time_in", None) or time.monotonic())
 
     async def publish(release: Release, pending: dict[str, _Pending]) -> None:
@@ -117,6 +126,11 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry) -> fa
             now = time.monotonic()
             for consumed in pending[user_id].consumed:
                 metrics.RECOMPUTE_SECONDS.observe(max(0.0, now - consumed))
+        if candidates is not None:
+            await candidates.publish([
+                RecallRequest(user_id, release, interests[row, :n_kept(interests[row], n_interests[row])],
+                              state.items, pending[user_id].event_ts, pending[user_id].event)
+                for row, (user_id, state) in enumerate(users)])
 
     @app.agent(clicks_topic, name="interests")
     async def interest_agent(stream: faust.StreamT) -> None:
@@ -134,12 +148,12 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry) -> fa
                         await reject(event.key, event.value, "processing_error", repr(e))
             await publish(release, pending)
 
-    install_refresh(app, settings, registry, behaviors_table, interests_topic)
+    install_refresh(app, settings, registry, behaviors_table, interests_topic, candidates)
     return behaviors_table
 
 
 def install_refresh(app: faust.App, settings: Settings, registry: ReleaseRegistry, behaviors_table: faust.Table,
-                    interests_topic: faust.types.TopicT) -> None:
+                    interests_topic: faust.types.TopicT, candidates: CandidatesPublisher | None = None) -> None:
     """The refresh agent (`mindstream refresh`, docs/hotswap.md): a request keyed by user id recomputes that
     user's interests from the stored sequence with the current release, without a click. The requests topic
     has the partitions of `clicks` and the same key, so Faust's assignor gives a worker the same partitions of
@@ -162,6 +176,7 @@ def install_refresh(app: faust.App, settings: Settings, registry: ReleaseRegistr
     async def refresh(events: list[faust.types.EventT]) -> None:
         release = registry.current  # one version per batch, as in the click agent
         users: dict[str, Behaviors] = {}
+        request_of: dict[str, faust.types.EventT] = {}
         for event in events:
             user_id = (event.key or b"").decode("utf-8", "replace")
             with current_event(event):  # the table partition is the request's partition
@@ -170,6 +185,7 @@ def install_refresh(app: faust.App, settings: Settings, registry: ReleaseRegistr
                 metrics.REFRESHES.labels(status="no_behaviors").inc()
                 continue
             users[user_id] = Behaviors.from_state(state)
+            request_of[user_id] = event
         known = release.item_index
         batch = [(u, b) for u, b in users.items() if any(i in known for i in b.items)]
         metrics.REFRESHES.labels(status="unknown_items").inc(len(users) - len(batch))
@@ -183,4 +199,9 @@ def install_refresh(app: faust.App, settings: Settings, registry: ReleaseRegistr
                                       state.seq[-1][0])
             value["refresh"] = True
             await interests_topic.send(key=user_id.encode("utf-8"), value=value)
+        if candidates is not None:
+            await candidates.publish([
+                RecallRequest(user_id, release, interests[row, :n_kept(interests[row], n_interests[row])],
+                              state.items, state.seq[-1][0], request_of[user_id], refresh=True)
+                for row, (user_id, state) in enumerate(batch)])
         metrics.REFRESHES.labels(status="ok").inc(len(batch))

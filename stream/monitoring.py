@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from stream import lag, online, web
+from stream.recall import LATEST_CANDIDATES_TABLE
 
 BEHAVIORS_TABLE = "behaviors"  # stream/interests.py
-LATEST_CANDIDATES_TABLE = "latest-candidates"  # stream/recall.py
 
 
 def install(app: Any, settings: Any, registry: Any) -> None:
@@ -22,7 +22,7 @@ def install(app: Any, settings: Any, registry: Any) -> None:
         return
     app._mindstream_monitoring = True
     lag.install(app)
-    latest = app.tables.get(LATEST_CANDIDATES_TABLE)
+    latest = app.tables.get(LATEST_CANDIDATES_TABLE)  # read with stream.recall.latest_candidates
     if latest is not None:
         online.install(app, settings, latest)
     behaviors = app.tables.get(BEHAVIORS_TABLE)

@@ -104,6 +104,7 @@ def install(app: Any, settings: Any, latest_table: Any, rate: OnlineHitRate | No
     `latest_table[user_id]` (the user's latest `candidates` value). Returns the agent."""
     from stream.config import CLICKS
     from stream.events import InvalidEvent, parse_click
+    from stream.recall import latest_candidates
 
     rate = rate or from_metrics()
     clicks_topic = app.topic(settings.topic(CLICKS), key_serializer="raw", value_serializer="raw",
@@ -115,6 +116,6 @@ def install(app: Any, settings: Any, latest_table: Any, rate: OnlineHitRate | No
             click = parse_click(event.value, event.key, settings.max_event_bytes)
             if isinstance(click, InvalidEvent):
                 continue  # the interest agent dead-letters it
-            rate.observe(latest_table.get(click.user_id), click.item_id, click.ts)
+            rate.observe(latest_candidates(latest_table, click.user_id), click.item_id, click.ts)
 
     return online_hit_rate

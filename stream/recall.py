@@ -1,9 +1,11 @@
-"""The recall agent: user-interests -> one ANN search per interest -> merged top N -> candidates.
+"""Recall: a user's interests -> one ANN search per interest -> merged top N -> candidates.
 
-An item's score for a user is the paper's: max over the user's K'u interests of e_i · v_u^k. Each
-message is searched in the index of the model version that computed its interests (never another
-version's index: the vector spaces differ). The latest list per user is kept in a table for the
-online hit rate and the per-user endpoint.
+    user-interests ──► recall agent (role recall) ─┐
+    interest agent, in memory (role all) ──────────┴─► batched hnswlib search, max over interests ──► candidates
+
+An item's score for a user is the paper's: max over the user's K'u interests of e_i · v_u^k. Interests are
+searched in the index of the model version that computed them (never another version's index: the vector
+spaces differ). The latest list per user is kept in a table for the online hit rate and the per-user endpoint.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -18,36 +21,70 @@ import numpy as np
 
 from model.release import Release
 from stream import metrics
-from stream.app import table_options
+from stream.app import current_event, table_options
 from stream.config import CANDIDATES, USER_INTERESTS, Settings
 from stream.releases import ReleaseRegistry
 
 log = logging.getLogger(__name__)
 
+LATEST_CANDIDATES_TABLE = "latest-candidates"
+
+
+@dataclass
+class RecallRequest:
+    """One user's interests to search: `interests` [K', d] computed by `release` (whose index is searched)."""
+
+    user_id: str
+    release: Release
+    interests: np.ndarray
+    history: list[str]
+    event_ts: float | None
+    event: faust.types.EventT  # the record that caused it: its partition is the user's table partition
+    refresh: bool = False
+
 
 def recall(release: Release, interests: np.ndarray, history: set[str], top_n: int) -> list[dict[str, Any]]:
     """Top `top_n` items for interests [K', d], items in `history` excluded, best first:
     [{"item_id", "score", "interest"}] where `interest` is the index of the interest that scored it."""
-    interests = np.ascontiguousarray(np.atleast_2d(interests), dtype=np.float32)
-    n_items = len(release.item_ids)
-    seen = sum(1 for i in history if i in release.item_index)
-    # ask for enough that top_n survive the history filter, whatever the history holds
-    k = min(n_items, top_n + seen)
-    if k <= 0:
+    return recall_batch(release, [(interests, history)], top_n)[0]
+
+
+def recall_batch(release: Release, queries: list[tuple[np.ndarray, set[str] | list[str]]],
+                 top_n: int) -> list[list[dict[str, Any]]]:
+    """`recall` for several users of one release: one hnswlib query for every interest of the batch.
+
+    Per user, an item's score is the max over its interests of e_i . v_u^k; ties are broken by the
+    smaller item index (then the smaller interest index), so the order is deterministic."""
+    if not queries:
         return []
-    labels, distances = release.index.knn_query(interests, k=k, num_threads=1)
+    blocks = [np.atleast_2d(np.asarray(interests, dtype=np.float32)) for interests, _ in queries]
+    seen = [np.fromiter((release.item_index[i] - 1 for i in set(history) if i in release.item_index), dtype=np.int64)
+            for _, history in queries]
+    n_items = len(release.item_ids)
+    # ask for enough that top_n survive the history filter, whatever the history holds
+    k = min(n_items, top_n + max(len(s) for s in seen))
+    if k <= 0:
+        return [[] for _ in queries]
+    labels, distances = release.index.knn_query(np.ascontiguousarray(np.concatenate(blocks)), k=k, num_threads=1)
     scores = 1.0 - distances  # hnswlib 'ip' distance is 1 - dot product
-    best: dict[int, tuple[float, int]] = {}
-    for interest in range(labels.shape[0]):
-        for label, score in zip(labels[interest].tolist(), scores[interest].tolist(), strict=True):
-            if release.item_ids[label] in history:
-                continue
-            current = best.get(label)
-            if current is None or score > current[0]:
-                best[label] = (score, interest)
-    ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top_n]
-    return [{"item_id": release.item_ids[label], "score": float(score), "interest": interest}
-            for label, (score, interest) in ranked]
+    out: list[list[dict[str, Any]]] = []
+    row = 0
+    for block, seen_labels in zip(blocks, seen, strict=True):
+        rows = slice(row, row + block.shape[0])
+        row += block.shape[0]
+        label = labels[rows].ravel().astype(np.int64)
+        score = scores[rows].ravel()
+        interest = np.repeat(np.arange(block.shape[0]), k)
+        order = np.lexsort((interest, label, -score))  # best score first, then item, then interest
+        label, score, interest = label[order], score[order], interest[order]
+        _, first = np.unique(label, return_index=True)  # each item once, with its best interest
+        first.sort()
+        keep = first[~np.isin(label[first], seen_labels)][:top_n]
+        ids = release.item_ids
+        out.append([{"item_id": ids[lab], "score": sc, "interest": it}
+                    for lab, sc, it in zip(label[keep].tolist(), score[keep].tolist(), interest[keep].tolist(),
+                                           strict=True)])
+    return out
 
 
 class BadInterests(ValueError):
@@ -75,49 +112,92 @@ def parse_interests(raw: bytes | None) -> dict[str, Any]:
     return msg
 
 
-def install(app: faust.App, settings: Settings, registry: ReleaseRegistry) -> faust.Table:
-    """Declare the recall agent on `app`; returns its `latest-candidates` table (user id -> the candidates
-    value last published), for the online hit rate and the per-user endpoint."""
+class CandidatesPublisher:
+    """Searches a batch of `RecallRequest`s and publishes one `candidates` value per user; keeps the latest
+    value per user in the `latest-candidates` table (the online hit rate and the /users pages read it).
+
+    The value is encoded to JSON once: the same bytes go to the topic, the table's changelog and RocksDB."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.top_n = settings.top_n
+        self.topic = app.topic(settings.topic(CANDIDATES), key_serializer="raw", value_serializer="raw",
+                               partitions=settings.partitions)
+        # user id -> the candidates value last published for the user (JSON bytes; read with latest_candidates)
+        self.latest = app.Table(LATEST_CANDIDATES_TABLE, key_type=str, value_type=bytes,
+                                partitions=settings.partitions, help="latest candidate list per user",
+                                options=table_options())
+
+    async def publish(self, requests: list[RecallRequest]) -> None:
+        by_release: dict[str, list[RecallRequest]] = {}
+        for r in requests:
+            by_release.setdefault(r.release.version, []).append(r)
+        for batch in by_release.values():
+            try:
+                started = time.perf_counter()
+                lists = recall_batch(batch[0].release, [(r.interests, r.history) for r in batch], self.top_n)
+                per_user = (time.perf_counter() - started) / len(batch)  # the histogram is per user
+                for r, items in zip(batch, lists, strict=True):
+                    metrics.RECALL_SECONDS.observe(per_user)
+                    await self._send(r, items)
+            except Exception:  # a bug must cost these lists (the next click recomputes them), not the worker
+                log.exception("recall of %d users of %s failed", len(batch), batch[0].release.version)
+
+    async def _send(self, r: RecallRequest, items: list[dict[str, Any]]) -> None:
+        value = {"user_id": r.user_id, "model_version": r.release.version, "items": items, "event_ts": r.event_ts,
+                 "published_ts": time.time()}
+        if r.refresh:
+            value["refresh"] = True  # recomputed by `mindstream refresh`, not by a click
+        raw = json.dumps(value).encode("utf-8")
+        await self.topic.send(key=r.user_id.encode("utf-8"), value=raw)
+        with current_event(r.event):  # the table partition is the user's
+            self.latest[r.user_id] = raw
+        if isinstance(r.event_ts, int | float) and not r.refresh:
+            metrics.EVENT_TO_CANDIDATES_SECONDS.observe(max(0.0, value["published_ts"] - float(r.event_ts)))
+
+
+def latest_candidates(table: faust.Table, user_id: str) -> dict[str, Any] | None:
+    """The `candidates` value last published for `user_id` (a `latest-candidates` table read), or None."""
+    raw = table.get(user_id)
+    return json.loads(raw) if raw else None
+
+
+def request_from(event: faust.types.EventT, registry: ReleaseRegistry) -> RecallRequest | None:
+    """The recall request of a user-interests record; None (logged) when it cannot be searched."""
+    try:
+        msg = parse_interests(event.value)
+    except BadInterests as e:
+        log.warning("user-interests record at %s[%s]@%s skipped: %s", event.message.topic,
+                    event.message.partition, event.message.offset, e)
+        return None
+    # the index of the version that computed the interests, never another one (their vector spaces differ)
+    release = registry.get(msg["model_version"])
+    if release is None:
+        log.warning("no release %s for user %s: interests skipped", msg["model_version"], msg["user_id"])
+        return None
+    if msg["interests"].shape[1] != release.d:
+        log.warning("interests of user %s have d=%d, release %s has d=%d: skipped", msg["user_id"],
+                    msg["interests"].shape[1], release.version, release.d)
+        return None
+    event_ts = msg.get("event_ts")
+    return RecallRequest(msg["user_id"], release, msg["interests"], [str(i) for i in msg.get("history") or ()],
+                         float(event_ts) if isinstance(event_ts, int | float) else None, event,
+                         bool(msg.get("refresh")))
+
+
+def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
+            consume: bool = True) -> CandidatesPublisher:
+    """Declare the candidates output on `app` and, with `consume`, the recall agent that feeds it from
+    user-interests (the recall role). With `--role all` the interest agent hands its interests to the
+    returned publisher in memory instead: one hop and one JSON round trip less per click."""
+    publisher = CandidatesPublisher(app, settings)
+    if not consume:
+        return publisher
     interests_topic = app.topic(settings.topic(USER_INTERESTS), key_serializer="raw", value_serializer="raw",
                                 partitions=settings.partitions)
-    candidates_topic = app.topic(settings.topic(CANDIDATES), key_serializer="raw", value_serializer="json",
-                                 partitions=settings.partitions)
-    # user id -> the candidates value last published for the user
-    latest = app.Table("latest-candidates", key_type=str, partitions=settings.partitions,
-                       help="latest candidate list per user", options=table_options())
 
     @app.agent(interests_topic, name="recall")
     async def recall_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            try:
-                msg = parse_interests(event.value)
-            except BadInterests as e:
-                log.warning("user-interests record at %s[%s]@%s skipped: %s", event.message.topic,
-                            event.message.partition, event.message.offset, e)
-                continue
-            release = registry.get(msg["model_version"])
-            if release is None:
-                log.warning("no release %s for user %s: interests skipped", msg["model_version"], msg["user_id"])
-                continue
-            if msg["interests"].shape[1] != release.d:
-                log.warning("interests of user %s have d=%d, release %s has d=%d: skipped", msg["user_id"],
-                            msg["interests"].shape[1], release.version, release.d)
-                continue
-            with metrics.RECALL_SECONDS.time():
-                items = recall(release, msg["interests"], set(map(str, msg.get("history") or ())), settings.top_n)
-            value = {
-                "user_id": msg["user_id"],
-                "model_version": release.version,
-                "items": items,
-                "event_ts": msg.get("event_ts"),
-                "published_ts": time.time(),
-            }
-            if msg.get("refresh"):
-                value["refresh"] = True  # recomputed by `mindstream refresh`, not by a click
-            await candidates_topic.send(key=msg["user_id"].encode("utf-8"), value=value)
-            latest[msg["user_id"]] = value
-            event_ts = msg.get("event_ts")
-            if isinstance(event_ts, int | float) and not msg.get("refresh"):
-                metrics.EVENT_TO_CANDIDATES_SECONDS.observe(max(0.0, value["published_ts"] - float(event_ts)))
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_window_ms / 1000.0):
+            await publisher.publish([r for r in (request_from(e, registry) for e in events) if r is not None])
 
-    return latest
+    return publisher

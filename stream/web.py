@@ -21,6 +21,7 @@ import faust
 
 from model.explain import plot_coupling, user_coupling
 from model.release import Release
+from stream import recall
 from stream.behaviors import Behaviors
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -67,7 +68,7 @@ def install(app: faust.App, behaviors_table: Any, releases: Any, candidates_tabl
             return None
 
     def latest_candidates(user_id: str) -> dict[str, Any] | None:
-        return candidates_table.get(user_id) if candidates_table is not None else None
+        return recall.latest_candidates(candidates_table, user_id) if candidates_table is not None else None
 
     @app.page("/users/{user_id}")
     @app.table_route(table=behaviors_table, match_info="user_id")

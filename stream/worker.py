@@ -66,10 +66,11 @@ def build(settings: Settings):
     registry = ReleaseRegistry(settings.models_dir)
     registry.load_initial(settings.release or None)
     app = create_app(settings)
+    # one process running both agents hands the interests to recall in memory, not through user-interests
+    candidates = recall.install(app, settings, registry, consume=settings.role == "recall") \
+        if settings.runs_recall() else None
     if settings.runs_interest():
-        interests.install(app, settings, registry)
-    if settings.runs_recall():
-        recall.install(app, settings, registry)
+        interests.install(app, settings, registry, candidates)
     monitoring.install(app, settings, registry)  # consumer lag, online hit rate, /users pages
     hotswap.install(app, settings, registry)  # follows model-releases: verified releases swap in (docs/hotswap.md)
     return app, registry
