@@ -213,7 +213,8 @@ def train_release(
 
 # ----------------------------------------------------------------------------- command line
 
-# flag -> (config object, field, type, help). Each default comes from MINDSTREAM_<FIELD upper> if set.
+# field of MINDConfig / TrainConfig -> (type, help): one flag each, whose default comes from
+# MINDSTREAM_<FIELD upper> if set, else from the config class.
 _MODEL_FLAGS = {
     "d": (int, "embedding and interest dimension"),
     "K": (int, "maximum number of interests"),
@@ -245,6 +246,19 @@ def _env(name: str, default, typ):
     return default if raw is None else typ(raw)
 
 
+def _add_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[type, str]], defaults: object) -> None:
+    """One flag per field of `flags`, its default from MINDSTREAM_<FIELD> or else the field of `defaults`."""
+    for name, (typ, help_) in flags.items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=typ,
+            default=_env(name, getattr(defaults, name), typ),
+            choices=SAMPLERS if name == "sampler" else None,
+            help=f"{help_} [MINDSTREAM_{name.upper()}]",
+        )
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Train MIND on a dataset (Amazon sequence txt, MovieLens atomic directory, clicks CSV/JSONL) and write a "
@@ -264,16 +278,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--version", default=None, help="release version; None = UTC timestamp plus a random suffix")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    mdef, tdef = MINDConfig(), TrainConfig()
-    for name, (typ, help_) in _MODEL_FLAGS.items():
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            type=typ,
-            default=_env(name, getattr(mdef, name), typ),
-            choices=SAMPLERS if name == "sampler" else None,
-            help=f"{help_} [MINDSTREAM_{name.upper()}]",
-        )
+    mdef = MINDConfig()
+    _add_flags(parser, _MODEL_FLAGS, mdef)
     parser.add_argument(
         "--hidden",
         default=_env("hidden", ",".join(map(str, mdef.hidden)), str),
@@ -285,14 +291,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=bool(_env("static_k", 0, int)),
         help="always K interests instead of K'u = max(1, min(K, floor(log2 |Iu|))) [MINDSTREAM_STATIC_K]",
     )
-    for name, (typ, help_) in _TRAIN_FLAGS.items():
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            type=typ,
-            default=_env(name, getattr(tdef, name), typ),
-            help=f"{help_} [MINDSTREAM_{name.upper()}]",
-        )
+    _add_flags(parser, _TRAIN_FLAGS, TrainConfig())
 
 
 def run(args: argparse.Namespace) -> int:

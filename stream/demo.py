@@ -25,11 +25,12 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.broker import BOOTSTRAP_ENV, free_port, kafka_bootstrap
+from infra.broker import free_port, kafka_bootstrap
 from stream.candidates import format_candidates, latency_ms
 from stream.config import CANDIDATES, CLICKS, Settings
 
@@ -38,28 +39,56 @@ DEMO_SIM = {"n_users": 800, "n_items": 2000, "n_categories": 20, "clicks_per_use
 
 
 class WorkerProcess:
-    """One `mindstream worker` subprocess, configured through its environment (stream/config.py)."""
+    """One `mindstream worker` subprocess, configured through its environment (stream/config.py) and `args` (its
+    flags), in a session of its own so that a signal reaches it alone; stdout and stderr go to `log_path`.
+    `web_port` (default: the one `env` sets, if any) is where `metrics()` reads."""
 
-    def __init__(self, name: str, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
+    def __init__(self, name: str, env: dict[str, str], log_path: Path, args: tuple[str, ...] = (),
+                 web_port: int | None = None, cwd: Path | None = None) -> None:
+        from stream.config import ENV_NAMES
+
         self.name = name
         self.log_path = log_path
+        port = web_port if web_port is not None else env.get(ENV_NAMES["web_port"])
+        self.web_port = int(port) if port is not None else None
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker", *args], env={**os.environ, **env},
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "stream.cli", "worker", *args], env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+            cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def check_alive(self) -> None:
         if not self.alive():
-            tail = self.log_path.read_text(errors="replace")[-2000:]
+            tail = self.log_path.read_text(errors="replace")[-4000:]
             raise RuntimeError(f"worker {self.name} exited with {self.proc.returncode}; log {self.log_path}:\n{tail}")
 
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM (Faust shuts down cleanly, commits offsets), then SIGKILL after `timeout_s`."""
+    def metrics(self) -> str:
+        """The worker's Prometheus text; OSError while its web server is not up."""
+        if self.web_port is None:
+            raise ValueError(f"worker {self.name}: no web port known")
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def kill(self) -> int:
+        """SIGKILL: no shutdown, no offset commit, no flush (what a crash or an OOM kill does); returns the exit
+        status."""
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM (Faust shuts down cleanly, commits offsets), then SIGKILL after `timeout_s`; returns the exit
+        status."""
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -68,6 +97,7 @@ class WorkerProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        return self.proc.returncode
 
 
 def worker_env(bootstrap: str, models_dir: Path, state_dir: Path, web_port: int, **extra: str) -> dict[str, str]:
@@ -76,9 +106,6 @@ def worker_env(bootstrap: str, models_dir: Path, state_dir: Path, web_port: int,
     state_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level of its data directory
     env = {ENV_NAMES["bootstrap"]: bootstrap, ENV_NAMES["models_dir"]: str(models_dir),
            ENV_NAMES["state_dir"]: str(state_dir), ENV_NAMES["web_port"]: str(web_port)}
-    if not os.environ.get(BOOTSTRAP_ENV):
-        # the embedded Tansu broker undercounts end offsets of multi-record batches (docs/DESIGN.md)
-        env[ENV_NAMES["producer_max_batch_bytes"]] = "1"
     env.update({ENV_NAMES[k]: v for k, v in extra.items()})
     return env
 
@@ -106,8 +133,10 @@ class CandidateCollector:
 
         from kafka import KafkaConsumer, TopicPartition
 
+        from stream.kafka_security import kafka_python_kwargs
+
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                 fetch_max_wait_ms=50)
+                                 fetch_max_wait_ms=50, **kafka_python_kwargs())
         try:
             assigned: set = set()
             first = True

@@ -3,7 +3,7 @@ subprocesses that can be killed (SIGKILL) or stopped, a paced click producer tha
 acknowledged, the ground truth of every user's behavior sequence computed from that log, and readers of the
 output topics and of the behaviors table's changelog topic.
 
-Used by tests/test_reliability.py and bench/soak.py.
+Used by tests/test_reliability.py, tests/test_pipeline.py, tests/test_hotswap.py and bench/soak.py.
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +22,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from infra.broker import EmbeddedBroker, free_port
+from stream.demo import WorkerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = ("clicks", "user-interests", "candidates", "clicks-dlq")
@@ -34,14 +32,17 @@ BEHAVIORS_CHANGELOG = f"{APP_ID}-behaviors-changelog"
 
 
 @contextlib.contextmanager
-def broker_with_topics(log_path: Path, partitions: int) -> Iterator[EmbeddedBroker]:
-    """A fresh broker with the pipeline's topics created at `partitions` (as kafka-init does in docker-compose);
-    stopped (and resumed first, should a test have left it SIGSTOPped) whatever happens."""
+def broker_with_topics(log_path: Path, partitions: int, extra: dict[str, int] | None = None
+                       ) -> Iterator[EmbeddedBroker]:
+    """A fresh broker with the pipeline's topics created at `partitions` (as kafka-init does in docker-compose)
+    and the `extra` topics at theirs (topic -> partitions); stopped (and resumed first, should a test have left
+    it SIGSTOPped) whatever happens."""
     broker = EmbeddedBroker(log_path=str(log_path)).start()
     try:
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
         try:
-            admin.create_topics([NewTopic(t, partitions, 1) for t in TOPICS])
+            admin.create_topics([NewTopic(t, partitions, 1) for t in TOPICS]
+                                + [NewTopic(t, n, 1) for t, n in (extra or {}).items()])
         finally:
             admin.close()
         yield broker
@@ -52,37 +53,19 @@ def broker_with_topics(log_path: Path, partitions: int) -> Iterator[EmbeddedBrok
         broker.stop()
 
 
-class Worker:
-    """One `mindstream worker` subprocess (its own session, so a signal reaches it alone)."""
+class Worker(WorkerProcess):
+    """`mindstream worker` configured by its flags, on a free web port, serving `release` (None: the CURRENT of
+    `models_dir`, which defaults to the release's parent). Log level: TEST_WORKER_LOG_LEVEL (default warning)."""
 
-    def __init__(self, bootstrap: str, release: Path, state_dir: Path, log: Path, partitions: int,
-                 top_n: int = 20, extra: tuple[str, ...] = ()) -> None:
-        self.port = free_port()
-        self.log = log
+    def __init__(self, bootstrap: str, release: Path | None, state_dir: Path, log: Path, partitions: int,
+                 top_n: int = 20, extra: tuple[str, ...] = (), models_dir: Path | None = None) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "stream.cli", "worker", "--release", str(release),
-               "--models-dir", str(release.parent), "--bootstrap", bootstrap, "--state-dir", str(state_dir),
-               "--web-port", str(self.port), "--partitions", str(partitions), "--top-n", str(top_n),
-               "--log-level", "warning", *extra]
-        self._log = open(log, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def check_alive(self) -> None:
-        if not self.alive():
-            raise AssertionError(f"worker {self.pid} exited with {self.proc.returncode}:\n"
-                                 f"{self.log.read_text(errors='replace')[-4000:]}")
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            return r.read().decode()
+        port = free_port()
+        args = (*(("--release", str(release)) if release is not None else ()),
+                "--models-dir", str(models_dir or release.parent), "--bootstrap", bootstrap,
+                "--state-dir", str(state_dir), "--web-port", str(port), "--partitions", str(partitions),
+                "--top-n", str(top_n), "--log-level", os.environ.get("TEST_WORKER_LOG_LEVEL", "warning"), *extra)
+        super().__init__(log.stem, {}, log, args, web_port=port, cwd=REPO)
 
     def serving(self) -> bool:
         """The worker's web server answers (the release is loaded and the app started; the consumer group may
@@ -93,24 +76,21 @@ class Worker:
         except OSError:
             return False
 
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no offset commit, no flush; what a crash or an OOM kill does."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-        self._log.close()
+    def wait_metrics(self, lines: list[str], timeout_s: float) -> str:
+        """The metrics text once it holds every one of `lines` (fails if the worker exits or the timeout passes)."""
+        text = ""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            with contextlib.suppress(OSError):  # not serving yet
+                text = self.metrics()
+            if all(line in text.splitlines() for line in lines):
+                return text
+            time.sleep(0.3)
+        raise AssertionError(f"metrics never showed {lines}:\n{text}\n{self.log_path.read_text()[-3000:]}")
 
     def stop(self, timeout_s: float = 60.0) -> int:
-        """SIGTERM (clean stop), SIGKILL after `timeout_s`; returns the exit status."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+        return super().stop(timeout_s)
 
 
 @dataclass
@@ -219,7 +199,8 @@ class PacedProducer(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
-        self.join(200)
+        if self.ident is not None:  # started
+            self.join(200)
 
 
 def warm_up(bootstrap: str, changelog: TopicReader, workers: list[Worker], users: int, item: str,
@@ -268,6 +249,18 @@ class TopicReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def read_topic(bootstrap: str, topic: str, done: Callable[[list], bool], timeout_s: float,
+               worker: Worker | None = None) -> list:
+    """Every record of `topic` (all partitions, from the start) until `done(records)` or the timeout; fails at
+    once if `worker` exits (its log is then the error)."""
+    reader = TopicReader(bootstrap, topic)
+    try:
+        wait_until(lambda: done(reader.poll()), timeout_s, [worker] if worker is not None else [], poll_s=0)
+        return reader.records
+    finally:
+        reader.close()
 
 
 def decode_key(key: bytes) -> str:

@@ -9,27 +9,25 @@ interests with the other version's index, or items of both, cannot go unnoticed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import hnswlib
 import numpy as np
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from prometheus_client import REGISTRY
 
-from infra.broker import EmbeddedBroker, free_port
+from infra.broker import EmbeddedBroker
 from model.data import load_dataset
 from model.mind import MINDConfig
 from model.release import load_release, set_current
@@ -38,6 +36,7 @@ from stream.announce import Announcement, announcement_for, publish
 from stream.hotswap import OK, REJECTED, SKIPPED, handle
 from stream.releases import ReleaseRegistry
 from stream.rollback import previous_version
+from tests.streamkit import Worker, broker_with_topics, read_topic
 
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 2
@@ -224,6 +223,13 @@ class Clicker(threading.Thread):
             self.rounds += 1
             time.sleep(self.pause_s)
 
+    def wait_rounds(self, n: int, worker: Worker) -> None:
+        """Until `n` more rounds are sent (failing if the worker exits meanwhile)."""
+        until = self.rounds + n
+        while self.rounds < until:
+            worker.check_alive()
+            time.sleep(0.1)
+
     def stop(self) -> None:
         self.stopping.set()
         if self.is_alive():
@@ -231,65 +237,17 @@ class Clicker(threading.Thread):
         self.producer.close()  # idempotent
 
 
-class Worker:
-    def __init__(self, bootstrap: str, models: Path, tmp: Path) -> None:
-        self.port = free_port()
-        self.log = tmp / "worker.log"
-        cmd = [sys.executable, "-m", "stream.cli", "worker", "--models-dir", str(models), "--bootstrap", bootstrap,
-               "--state-dir", str(tmp / "state"), "--web-port", str(self.port), "--partitions", str(PARTITIONS),
-               "--top-n", "20", "--log-level", "warning"]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def metrics(self) -> str:
+@contextlib.contextmanager
+def serving(models: Path, tmp_path: Path) -> Iterator[tuple[EmbeddedBroker, Worker]]:
+    """A broker with the pipeline's topics and model-releases (no refresh-requests: the worker declares it with
+    its partition count), and a worker serving models/CURRENT; the worker stops first, then the broker."""
+    with broker_with_topics(tmp_path / "broker.log", PARTITIONS, extra={"model-releases": 1}) as broker:
+        worker = Worker(broker.bootstrap, None, tmp_path / "state", tmp_path / "worker.log", PARTITIONS,
+                        models_dir=models)
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-                return r.read().decode()
-        except OSError:
-            return ""  # not serving yet
-
-    def alive(self) -> None:
-        if self.proc.poll() is not None:
-            pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.log.read_text()[-5000:]}")
-
-    def wait_metrics(self, lines: list[str], timeout_s: float) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.alive()
-            text = self.metrics()
-            if all(line in text.splitlines() for line in lines):
-                return text
-            time.sleep(0.3)
-        pytest.fail(f"metrics never showed {lines}:\n{text}\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def read_topic(bootstrap: str, topic: str, done: Callable[[list], bool], timeout_s: float,
-               worker: Worker) -> list:
-    """Every record of `topic` from the start (all partitions) until done(records) or the timeout."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             fetch_max_wait_ms=100)
-    records: list = []
-    try:
-        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not done(records):
-            worker.alive()
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-    finally:
-        consumer.close()
-    return records
+            yield broker, worker
+        finally:
+            worker.stop()
 
 
 def version_runs(records: list) -> dict[int, list[str]]:
@@ -328,13 +286,7 @@ def test_swap_under_load_is_version_consistent_and_rollback_returns(
     assert all(len(s) >= 5 for s in sequences.values())
     broken = corrupt_copies(models / v2.version, tmp_path)
 
-    with EmbeddedBroker(log_path=str(tmp_path / "broker.log")) as broker:
-        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in ("clicks", "user-interests", "candidates",
-                                                                   "clicks-dlq")]
-                            + [NewTopic("model-releases", 1, 1)])
-        admin.close()
-        worker = Worker(broker.bootstrap, models, tmp_path)
+    with serving(models, tmp_path) as (broker, worker):
         clicker = Clicker(broker.bootstrap, sequences)
         try:
             pid = worker.proc.pid
@@ -346,10 +298,7 @@ def test_swap_under_load_is_version_consistent_and_rollback_returns(
             publish(broker.bootstrap, "model-releases", announcement_for(models / v2.version))
             worker.wait_metrics(['mindstream_model_swaps_total{result="ok"} 1.0',
                                  f'mindstream_model_info{{version="{v2.version}"}} 1.0'], 60)
-            rounds_at_v2 = clicker.rounds
-            while clicker.rounds < rounds_at_v2 + 10:
-                worker.alive()
-                time.sleep(0.1)
+            clicker.wait_rounds(10, worker)
 
             # broken releases are rejected; v2 keeps serving
             publish(broker.bootstrap, "model-releases", announcement_for(broken["bad-checksum"]))
@@ -368,10 +317,7 @@ def test_swap_under_load_is_version_consistent_and_rollback_returns(
             assert (models / "CURRENT").read_text().strip() == v1.version
             worker.wait_metrics(['mindstream_model_swaps_total{result="ok"} 2.0',
                                  f'mindstream_model_info{{version="{v1.version}"}} 1.0'], 60)
-            rounds_at_rollback = clicker.rounds
-            while clicker.rounds < rounds_at_rollback + 10:
-                worker.alive()
-                time.sleep(0.1)
+            clicker.wait_rounds(10, worker)
             clicker.stop()
             last_ts = dict(clicker.last_ts)
 
@@ -385,7 +331,6 @@ def test_swap_under_load_is_version_consistent_and_rollback_returns(
             assert worker.proc.pid == pid and worker.proc.poll() is None  # never restarted
         finally:
             clicker.stop()
-            worker.stop()
 
     # every valid click was applied (none lost across the swaps) and each user's last click yielded interests
     applied = sum(metric_value(text, f'mindstream_events_total{{status="{s}"}}') for s in ("ok", "unknown_item"))
@@ -426,57 +371,47 @@ def test_refresh_moves_every_stored_user_to_the_new_model_without_a_click(
         users[f"rf-{user}"] = [item for i in both[:4] for item in (i, V2_PREFIX + i)]
     assert all(len(s) == 8 for s in users.values())
 
-    with EmbeddedBroker(log_path=str(tmp_path / "broker.log")) as broker:
-        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        # no refresh-requests here: the worker declares it with its partition count
-        admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in ("clicks", "user-interests", "candidates",
-                                                                   "clicks-dlq")]
-                            + [NewTopic("model-releases", 1, 1)])
-        admin.close()
-        worker = Worker(broker.bootstrap, models, tmp_path)
-        try:
-            producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
-            sent = 0
-            for user, items in users.items():
-                for n, item in enumerate(items):
-                    value = {"event_id": f"{user}-{n}", "user_id": user, "item_id": item, "ts": 1000.0 + n}
-                    producer.send("clicks", key=user.encode(), value=json.dumps(value).encode())
-                    sent += 1
-            producer.flush()
-            producer.close()
+    with serving(models, tmp_path) as (broker, worker):
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        sent = 0
+        for user, items in users.items():
+            for n, item in enumerate(items):
+                value = {"event_id": f"{user}-{n}", "user_id": user, "item_id": item, "ts": 1000.0 + n}
+                producer.send("clicks", key=user.encode(), value=json.dumps(value).encode())
+                sent += 1
+        producer.flush()
+        producer.close()
 
-            def have_all(records: list) -> bool:
-                return {json.loads(r.value)["user_id"] for r in records} >= set(users)
+        def have_all(records: list) -> bool:
+            return {json.loads(r.value)["user_id"] for r in records} >= set(users)
 
-            before = read_topic(broker.bootstrap, "candidates", have_all, 180, worker)
-            assert {json.loads(r.value)["model_version"] for r in before} == {v1.version}
+        before = read_topic(broker.bootstrap, "candidates", have_all, 180, worker)
+        assert {json.loads(r.value)["model_version"] for r in before} == {v1.version}
 
-            set_current(models, v2.version)
-            publish(broker.bootstrap, "model-releases", announcement_for(models / v2.version))
-            worker.wait_metrics([f'mindstream_model_info{{version="{v2.version}"}} 1.0'], 60)
-            # a request for a user with no stored behaviors is counted and changes nothing
-            ghost = KafkaProducer(bootstrap_servers=broker.bootstrap)
-            ghost.send("refresh-requests", key=b"rf-nobody", value=b"{}").get(30)
-            ghost.close()
-            worker.wait_metrics(['mindstream_refreshes_total{status="no_behaviors"} 1.0'], 60)
+        set_current(models, v2.version)
+        publish(broker.bootstrap, "model-releases", announcement_for(models / v2.version))
+        worker.wait_metrics([f'mindstream_model_info{{version="{v2.version}"}} 1.0'], 60)
+        # a request for a user with no stored behaviors is counted and changes nothing
+        ghost = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        ghost.send("refresh-requests", key=b"rf-nobody", value=b"{}").get(30)
+        ghost.close()
+        worker.wait_metrics(['mindstream_refreshes_total{status="no_behaviors"} 1.0'], 60)
 
-            done = subprocess.run([sys.executable, "-m", "stream.cli", "refresh", "--bootstrap", broker.bootstrap,
-                                   "--rate", "20", "--no-progress"], cwd=REPO, capture_output=True, text=True,
-                                  timeout=120)
-            assert done.returncode == 0, done.stdout + done.stderr
-            assert f"requested {len(users)} of {len(users)} users" in done.stdout, done.stdout
+        done = subprocess.run([sys.executable, "-m", "stream.cli", "refresh", "--bootstrap", broker.bootstrap,
+                               "--rate", "20", "--no-progress"], cwd=REPO, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"requested {len(users)} of {len(users)} users" in done.stdout, done.stdout
 
-            def all_v2(records: list) -> bool:
-                values = [json.loads(r.value) for r in records]
-                return {v["user_id"] for v in values if v["model_version"] == v2.version} >= set(users)
+        def all_v2(records: list) -> bool:
+            values = [json.loads(r.value) for r in records]
+            return {v["user_id"] for v in values if v["model_version"] == v2.version} >= set(users)
 
-            candidates = read_topic(broker.bootstrap, "candidates", all_v2, 120, worker)
-            text = worker.wait_metrics([f'mindstream_refreshes_total{{status="ok"}} {float(len(users))}'], 60)
-            consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap)
-            request_partitions = consumer.partitions_for_topic("refresh-requests")
-            consumer.close()
-        finally:
-            worker.stop()
+        candidates = read_topic(broker.bootstrap, "candidates", all_v2, 120, worker)
+        text = worker.wait_metrics([f'mindstream_refreshes_total{{status="ok"}} {float(len(users))}'], 60)
+        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap)
+        request_partitions = consumer.partitions_for_topic("refresh-requests")
+        consumer.close()
 
     assert all_v2(candidates)
     assert request_partitions == set(range(PARTITIONS))  # co-partitioned with clicks

@@ -93,35 +93,13 @@ def test_explain_draws_the_coupling_heatmap(ml100k_release: Path, shared_data: P
     assert w.shape == (len(ids), k) and k == release.K
     assert np.allclose(w.sum(1), 1.0, atol=1e-5)  # each behavior's unit of weight over the K'u interests
     png = tmp_path / "user1.png"
-    assert (
-        main(
-            [
-                "explain",
-                "--release",
-                str(ml100k_release),
-                "--data",
-                str(shared_data / "ml-100k"),
-                "--user",
-                "1",
-                "--out",
-                str(png),
-            ]
-        )
-        == 0
-    )
+
+    def explain(user: str) -> int:
+        args = ["--release", str(ml100k_release), "--data", str(shared_data / "ml-100k"), "--user", user]
+        return main(["explain", *args, "--out", str(png)])
+
+    assert explain("1") == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     with pytest.raises(DataError, match="no user"):
-        main(
-            [
-                "explain",
-                "--release",
-                str(ml100k_release),
-                "--data",
-                str(shared_data / "ml-100k"),
-                "--user",
-                "nobody",
-                "--out",
-                str(png),
-            ]
-        )
+        explain("nobody")
     assert json.loads((ml100k_release / "manifest.json").read_text())["K"] == k
