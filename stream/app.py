@@ -11,7 +11,7 @@ from pathlib import Path
 import faust
 from faust.streams import _current_event
 
-from stream import metrics
+from stream import faust_patches, metrics
 from stream.config import RocksDBSettings, Settings
 from stream.kafka_security import faust_kwargs
 
@@ -23,27 +23,12 @@ def app_id(settings: Settings) -> str:
     return base if settings.role == "all" else f"{base}-{settings.role}"
 
 
-def _set_fetch_max_wait(ms: int) -> None:
-    """faust-streaming 0.15.3 builds its aiokafka consumer with fetch_max_wait_ms=1500 and no setting for it;
-    the value is applied to the consumer before it starts (aiokafka reads it in start())."""
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    original = getattr(AIOKafkaConsumerThread._create_worker_consumer, "__wrapped__",
-                       AIOKafkaConsumerThread._create_worker_consumer)
-
-    def create_worker_consumer(self, transport):  # noqa: ANN001, ANN202 - Faust's signature
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = ms
-        return consumer
-
-    create_worker_consumer.__wrapped__ = original
-    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
-
-
 def create_app(settings: Settings) -> faust.App:
-    _set_fetch_max_wait(settings.fetch_max_wait_ms)
+    faust_patches.install(settings.bootstrap, settings.fetch_max_wait_ms)
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     extra = {"producer_max_batch_size": settings.producer_max_batch_bytes} if settings.producer_max_batch_bytes else {}
+    if settings.producer_linger_ms:
+        extra["producer_linger"] = settings.producer_linger_ms / 1000.0
     app = faust.App(
         app_id(settings),
         broker=[f"kafka://{host.strip()}" for host in settings.bootstrap.split(",") if host.strip()],
@@ -51,6 +36,9 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(Path(settings.state_dir) / app_id(settings)),
         # Tansu holds a JoinGroup for the whole rebalance timeout (ENVIRONMENT.md): 5 s, not Faust's 30 s
         broker_rebalance_timeout=5.0,
+        # a member that vanished without leaving the group (SIGKILL, or a SIGTERM whose LeaveGroup did not go
+        # out) holds its partitions until this expires: 10 s, not Faust's 60 s (heartbeats go every 3 s)
+        broker_session_timeout=10.0,
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",

@@ -31,8 +31,8 @@ HELP = {
     "max_len": "behavior sequence bound; 0 = the release's max_len (a larger value keeps more history)",
     "dedup_size": "recent event ids remembered per user for de-duplication",
     "max_event_bytes": "larger click records are dead-lettered",
-    "producer_max_batch_bytes": "producer batch size in bytes, 0 = Faust's default; 1 on the embedded Tansu "
-                                "broker (its end offsets undercount multi-record batches, losing changelog tails)",
+    "producer_max_batch_bytes": "producer batch size in bytes, 0 = Faust's default (16384)",
+    "producer_linger_ms": "longest wait, in ms, for a produce batch to fill",
     "fetch_max_wait_ms": "longest time, in ms, the broker may hold a fetch for more data (Faust's fixed 1500 "
                          "adds up to 1.5 s per hop on a quiet partition)",
     "log_level": "log level (debug, info, warning, error)",

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-# Tansu reports a partition's end offset as the start of its last batch + 1, so Faust's changelog recovery
-# stops short of records that shared a batch (docs/reliability.md §2–4, "Failover"). One record per produce request
-# avoids it; every worker a test starts inherits this.
-os.environ.setdefault("MINDSTREAM_PRODUCER_MAX_BATCH_BYTES", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -9,89 +9,26 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from infra.broker import EmbeddedBroker, free_port
+from infra.broker import EmbeddedBroker
 from model.data import load_dataset
 from model.release import load_release
+from tests.streamkit import Worker, read_topic
 
-REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 2
 TOP_N = 100
 
 
-def read_topic(bootstrap: str, topic: str, done: Callable[[list], bool], timeout_s: float,
-               worker: Worker | None = None) -> list:
-    """Every record of `topic` (all partitions, from the start) until `done(records)`, the timeout, or the
-    worker's exit (its log is then the error)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             fetch_max_wait_ms=100)
-    records: list = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        parts = None
-        while parts is None and time.monotonic() < deadline:
-            found = consumer.partitions_for_topic(topic)
-            if found:
-                parts = [TopicPartition(topic, p) for p in sorted(found)]
-            else:
-                consumer.topics()
-                time.sleep(0.2)
-        if parts is None:
-            return records
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        while time.monotonic() < deadline and not done(records):
-            if worker is not None and worker.proc.poll() is not None:
-                pytest.fail(f"worker exited with {worker.proc.returncode}:\n{worker.log.read_text()[-5000:]}")
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-    finally:
-        consumer.close()
-    return records
-
-
 def values(records: list) -> list[dict]:
     return [json.loads(r.value) for r in records]
-
-
-class Worker:
-    def __init__(self, bootstrap: str, release: Path, state_dir: Path, log: Path) -> None:
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "stream.cli", "worker", "--release", str(release),
-               "--models-dir", str(release.parent), "--bootstrap", bootstrap, "--state-dir", str(state_dir),
-               "--web-port", str(self.port), "--partitions", str(PARTITIONS), "--top-n", str(TOP_N),
-               "--log-level", "warning", "--producer-max-batch-bytes", "1"]
-        self.log = log
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return -9
-        return self.proc.returncode
 
 
 # ---------------------------------------------------------------------------------------------- scenario
@@ -193,7 +130,7 @@ def pipeline(ml100k_release: Path, movielens, tmp_path_factory: pytest.TempPathF
         admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in ("clicks", "user-interests", "candidates",
                                                                    "clicks-dlq")])
         admin.close()
-        worker = Worker(broker.bootstrap, ml100k_release, tmp / "state-1", tmp / "worker-1.log")
+        worker = Worker(broker.bootstrap, ml100k_release, tmp / "state-1", tmp / "worker-1.log", PARTITIONS, TOP_N)
         try:
             producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
             for key, value in scenario.clicks:
@@ -317,11 +254,6 @@ def test_bad_events_are_dead_lettered_and_the_valid_ones_around_them_processed(p
     assert 'mindstream_dead_letters_total{reason="oversized"} 1.0' in text
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "REGRESSION under investigation (2026-11-23 09:30): after a SIGTERM and a restart on a fresh state directory, "
-    "the new clicks of some users (one partition's worth) get no interests within 120 s. Passed 7/7 at 08:40; fails "
-    "since the refresh agent / RocksDB options / fetch-wait changes landed (not the fetch wait: fails with 1500 ms "
-    "too). tests/test_reliability.py's SIGKILL restart on a fresh state directory passes."))
 def test_restart_keeps_every_behavior_sequence(pipeline: dict) -> None:
     s: Scenario = pipeline["scenario"]
     broker = pipeline["broker"]
@@ -329,7 +261,7 @@ def test_restart_keeps_every_behavior_sequence(pipeline: dict) -> None:
     before = {v["user_id"]: v for v in values(pipeline["interests"])}
     # a fresh state directory: the sequences must come back from the changelog alone
     worker = Worker(broker.bootstrap, pipeline["release"].path, pipeline["tmp"] / "state-2",
-                    pipeline["tmp"] / "worker-2.log")
+                    pipeline["tmp"] / "worker-2.log", PARTITIONS, TOP_N)
     try:
         users = sorted(u for u in before if u != s.unknown_only_user)
         item = pipeline["scenario"].a_items[0]

@@ -16,14 +16,18 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from infra.broker import EmbeddedBroker
 from model.release import load_release
 from tests.streamkit import (
     BEHAVIORS_CHANGELOG,
+    Click,
     PacedProducer,
     ProducedLog,
     TopicReader,
@@ -39,32 +43,86 @@ from tests.streamkit import (
 )
 
 PARTITIONS = 4
+USERS, PER_USER = 40, 15
 BAD = [(b"u0", b"{not json"), (b"u1", b"\xff\xfe\x00"), (b"u2", b'{"user_id": "u2", "ts": 1}'),
        (b"u3", json.dumps({"user_id": "u3", "item_id": "x", "ts": -5}).encode())]
 
 
-def scenario_clicks(release_path: Path, users: int, per_user: int) -> list:
-    release = load_release(release_path)
+@dataclass
+class Scenario:
+    """One scenario's broker (PARTITIONS per topic), paced click stream and behaviors changelog reader. The
+    workers and producers it starts are stopped when the test ends (producers, then the reader, then SIGKILL to
+    the workers), before the broker."""
+
+    release: Path
+    tmp: Path
+    broker: EmbeddedBroker
+    changelog: TopicReader
+    clicks: list[Click]
+    max_len: int
+    workers: list[Worker] = field(default_factory=list)
+    producers: list[PacedProducer] = field(default_factory=list)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap
+
+    def worker(self, name: str) -> Worker:
+        """A worker with a fresh state directory state-<name>, logging to worker-<name>.log."""
+        w = Worker(self.bootstrap, self.release, self.tmp / f"state-{name}", self.tmp / f"worker-{name}.log",
+                   PARTITIONS)
+        self.workers.append(w)
+        return w
+
+    def producer(self, rate: float) -> PacedProducer:
+        """The scenario's clicks, with the BAD records among them, at `rate` per second (not started)."""
+        p = PacedProducer(self.bootstrap, self.clicks, rate=rate, bad=BAD)
+        self.producers.append(p)
+        return p
+
+    def warm_up(self, workers: list[Worker], users: int, ready: Callable[[], bool] | None = None) -> ProducedLog:
+        return warm_up(self.bootstrap, self.changelog, workers, users, self.clicks[0].item_id, ready=ready)
+
+    def wait_mid_stream(self, workers: list[Worker]) -> None:
+        """Until a quarter of the stream is in the changelog: where each scenario injects its fault."""
+        assert wait_until(lambda: len(self.changelog.poll()) >= len(self.clicks) // 4, 180, workers)
+
+
+@pytest.fixture
+def scenario(ml100k_release: Path, tmp_path: Path) -> Iterator[Scenario]:
+    """USERS x PER_USER clicks, every 17th sent twice (a producer retry)."""
+    release = load_release(ml100k_release)
     # fewer clicks per user than max_len: every single valid click must be in the final sequence
-    assert per_user <= release.max_len
-    return click_stream(users, per_user, release.item_ids[:300], t0=time.time() - 100_000, duplicate_every=17)
+    assert PER_USER <= release.max_len
+    clicks = click_stream(USERS, PER_USER, release.item_ids[:300], t0=time.time() - 100_000, duplicate_every=17)
+    with broker_with_topics(tmp_path / "broker.log", PARTITIONS) as broker:
+        s = Scenario(ml100k_release, tmp_path, broker, TopicReader(broker.bootstrap, BEHAVIORS_CHANGELOG), clicks,
+                     release.max_len)
+        try:
+            yield s
+        finally:
+            for p in s.producers:
+                p.stop()
+            s.changelog.close()
+            for w in s.workers:
+                w.kill()
 
 
-def settle(producer: PacedProducer, warm: ProducedLog, changelog: TopicReader, workers: list[Worker],
-           max_len: int, timeout_s: float = 240) -> ProducedLog:
+def settle(s: Scenario, producer: PacedProducer, warm: ProducedLog, workers: list[Worker],
+           timeout_s: float = 240) -> ProducedLog:
     """Wait for the producer to finish and the changelog to hold the ground truth; returns the whole produced log."""
     producer.join(300)
     assert not producer.is_alive() and not producer.log.errors, producer.log.errors[:3]
     log = warm.merge(producer.log)
-    truth = log.ground_truth(max_len)
-    wait_until(lambda: sequences(table_state(changelog.poll())) == truth, timeout_s, workers)
+    truth = log.ground_truth(s.max_len)
+    wait_until(lambda: sequences(table_state(s.changelog.poll())) == truth, timeout_s, workers)
     return log
 
 
-def check_outputs(bootstrap: str, log: ProducedLog, changelog: TopicReader, max_len: int, workers: list[Worker],
-                  label: str) -> dict[str, int]:
+def check_outputs(s: Scenario, log: ProducedLog, workers: list[Worker], label: str) -> dict[str, int]:
     """The assertions every scenario shares; returns the figures for docs/reliability.md."""
-    truth = log.ground_truth(max_len)
+    bootstrap, changelog = s.bootstrap, s.changelog
+    truth = log.ground_truth(s.max_len)
     got = sequences(table_state(changelog.records))
     lost = sum(sum((Counter(truth[u]) - Counter(got.get(u, []))).values()) for u in truth)
     assert got == truth, {u: (truth[u], got.get(u)) for u in truth if got.get(u) != truth[u]}
@@ -97,36 +155,22 @@ def base64_raw(record) -> bytes:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_stream_then_restart_loses_nothing(ml100k_release: Path, tmp_path: Path) -> None:
-    clicks = scenario_clicks(ml100k_release, users=40, per_user=15)
-    max_len = load_release(ml100k_release).max_len
-    with broker_with_topics(tmp_path / "broker.log", PARTITIONS) as broker:
-        changelog = TopicReader(broker.bootstrap, BEHAVIORS_CHANGELOG)
-        first = Worker(broker.bootstrap, ml100k_release, tmp_path / "state", tmp_path / "worker-1.log", PARTITIONS)
-        workers = [first]
-        producer = PacedProducer(broker.bootstrap, clicks, rate=40, bad=BAD)
-        try:
-            warm = warm_up(broker.bootstrap, changelog, [first], 4, clicks[0].item_id)
-            producer.start()
-            # SIGKILL once a quarter of the stream is applied: offsets of applied clicks may be uncommitted,
-            # changelog writes in flight, RocksDB not closed
-            assert wait_until(lambda: len(changelog.poll()) >= len(clicks) // 4, 180, [first])
-            first.kill()
-            assert producer.is_alive(), "the stream ended before the kill: not mid-stream"
-            # A fresh state directory (the pod rescheduled without its volume): the state must come back from the
-            # changelog alone. Restarting on the old directory passed here too, but can hit the recovery bug of
-            # test_failover_... (the persisted offset of a changelog partition whose last batch holds several
-            # records exceeds Tansu's reported end offset), so it is not what this test pins.
-            second = Worker(broker.bootstrap, ml100k_release, tmp_path / "state-2", tmp_path / "worker-2.log",
-                            PARTITIONS)
-            workers.append(second)
-            log = settle(producer, warm, changelog, [second], max_len)
-            check_outputs(broker.bootstrap, log, changelog, max_len, [second], "sigkill-restart")
-        finally:
-            producer.stop()
-            changelog.close()
-            for w in workers:
-                w.kill()
+def test_sigkill_mid_stream_then_restart_loses_nothing(scenario: Scenario) -> None:
+    s = scenario
+    first = s.worker("1")
+    producer = s.producer(rate=40)
+    warm = s.warm_up([first], 4)
+    producer.start()
+    # SIGKILL once a quarter of the stream is applied: offsets of applied clicks may be uncommitted,
+    # changelog writes in flight, RocksDB not closed
+    s.wait_mid_stream([first])
+    first.kill()
+    assert producer.is_alive(), "the stream ended before the kill: not mid-stream"
+    # A fresh state directory (the pod rescheduled without its volume): the state must come back from the
+    # changelog alone.
+    second = s.worker("2")
+    log = settle(s, producer, warm, [second])
+    check_outputs(s, log, [second], "sigkill-restart")
 
 
 TANSU_END_OFFSETS = ("Tansu 0.6.0 answers ListOffsets(latest) with the base offset of the partition's last record "
@@ -155,72 +199,53 @@ def test_broker_reports_the_log_end_offset(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_failover_to_the_surviving_worker_restores_state_from_the_changelog(ml100k_release: Path,
-                                                                             tmp_path: Path) -> None:
-    """With Faust's default producer batching the survivor crashed here in table recovery (ConsistencyError:
-    'persisted offset ... is higher than the last offset in that topic (highwater)') whenever the partition it
-    was standby for ended in a multi-record batch, because Tansu reports the base offset of a partition's last
-    batch + 1 as its end offset (test_broker_reports_the_log_end_offset). One record per produce request
-    (MINDSTREAM_PRODUCER_MAX_BATCH_BYTES=1, set for every worker by tests/conftest.py) makes every changelog batch
-    a single record, so the reported end offset is the real one (docs/reliability.md)."""
-    assert os.environ.get("MINDSTREAM_PRODUCER_MAX_BATCH_BYTES") == "1", "the Tansu workaround must be on"
-    clicks = scenario_clicks(ml100k_release, users=40, per_user=15)
-    max_len = load_release(ml100k_release).max_len
-    with broker_with_topics(tmp_path / "broker.log", PARTITIONS) as broker:
-        changelog = TopicReader(broker.bootstrap, BEHAVIORS_CHANGELOG)
-        a = Worker(broker.bootstrap, ml100k_release, tmp_path / "state-a", tmp_path / "worker-a.log", PARTITIONS)
-        b = Worker(broker.bootstrap, ml100k_release, tmp_path / "state-b", tmp_path / "worker-b.log", PARTITIONS)
-        producer = PacedProducer(broker.bootstrap, clicks, rate=25, bad=BAD)
-        try:
-            def both_working() -> bool:
-                return all(metric_value(w.metrics(), "mindstream_events_total", 'status="ok"') > 0 for w in (a, b))
+def test_failover_to_the_surviving_worker_restores_state_from_the_changelog(scenario: Scenario) -> None:
+    """The survivor restores the partitions it was standby for. With Faust's own recovery it crashed here
+    (ConsistencyError: 'persisted offset ... is higher than the last offset in that topic (highwater)') whenever
+    such a changelog partition ended in a multi-record batch, because Tansu reports the base offset of a
+    partition's last batch + 1 as its end offset (test_broker_reports_the_log_end_offset). Workers batch their
+    produce requests as usual; stream/faust_patches.py reads each changelog to its real end."""
+    assert not os.environ.get("MINDSTREAM_PRODUCER_MAX_BATCH_BYTES"), "workers must batch as in production"
+    s = scenario
+    a, b = s.worker("a"), s.worker("b")
+    producer = s.producer(rate=25)
 
-            # both workers own partitions and have applied clicks to their part of the table (16 warm-up users
-            # cover the 4 partitions with near certainty)
-            warm = warm_up(broker.bootstrap, changelog, [a, b], 16, clicks[0].item_id, ready=both_working)
-            producer.start()
-            assert wait_until(lambda: len(changelog.poll()) >= len(clicks) // 4, 180, [a, b])
-            b_ok = metric_value(b.metrics(), "mindstream_events_total", 'status="ok"')
-            b.kill()
-            assert producer.is_alive(), "the stream ended before the kill: not mid-stream"
-            # a takes b's partitions once the group notices b is gone, and restores their table state
-            log = settle(producer, warm, changelog, [a], max_len)
-            figures = check_outputs(broker.bootstrap, log, changelog, max_len, [a], "failover")
-            a_ok = metric_value(a.metrics(), "mindstream_events_total", 'status="ok"')
-            # every unique click was applied by a or by b (b's share counted up to its death)
-            assert a_ok + b_ok >= figures["valid_unique"]
-            print(f"RELIABILITY failover: applied by a={a_ok:.0f}, by b before SIGKILL={b_ok:.0f}")
-        finally:
-            producer.stop()
-            changelog.close()
-            a.kill()
-            b.kill()
+    def both_working() -> bool:
+        return all(metric_value(w.metrics(), "mindstream_events_total", 'status="ok"') > 0 for w in (a, b))
+
+    # both workers own partitions and have applied clicks to their part of the table (16 warm-up users
+    # cover the 4 partitions with near certainty)
+    warm = s.warm_up([a, b], 16, ready=both_working)
+    producer.start()
+    s.wait_mid_stream([a, b])
+    b_ok = metric_value(b.metrics(), "mindstream_events_total", 'status="ok"')
+    b.kill()
+    assert producer.is_alive(), "the stream ended before the kill: not mid-stream"
+    # a takes b's partitions once the group notices b is gone, and restores their table state
+    log = settle(s, producer, warm, [a])
+    figures = check_outputs(s, log, [a], "failover")
+    a_ok = metric_value(a.metrics(), "mindstream_events_total", 'status="ok"')
+    # every unique click was applied by a or by b (b's share counted up to its death)
+    assert a_ok + b_ok >= figures["valid_unique"]
+    print(f"RELIABILITY failover: applied by a={a_ok:.0f}, by b before SIGKILL={b_ok:.0f}")
 
 
 @pytest.mark.slow
-def test_broker_stall_of_20s_is_survived_without_a_restart(ml100k_release: Path, tmp_path: Path) -> None:
-    clicks = scenario_clicks(ml100k_release, users=40, per_user=15)
-    max_len = load_release(ml100k_release).max_len
-    with broker_with_topics(tmp_path / "broker.log", PARTITIONS) as broker:
-        changelog = TopicReader(broker.bootstrap, BEHAVIORS_CHANGELOG)
-        worker = Worker(broker.bootstrap, ml100k_release, tmp_path / "state", tmp_path / "worker.log", PARTITIONS)
-        pid = worker.pid
-        producer = PacedProducer(broker.bootstrap, clicks, rate=25, bad=BAD)
-        try:
-            warm = warm_up(broker.bootstrap, changelog, [worker], 4, clicks[0].item_id)
-            producer.start()
-            assert wait_until(lambda: len(changelog.poll()) >= len(clicks) // 4, 180, [worker])
-            os.kill(broker.pid, signal.SIGSTOP)
-            try:
-                time.sleep(20)  # the fault itself: the broker frozen for 20 s (not a measurement)
-            finally:
-                os.kill(broker.pid, signal.SIGCONT)
-            assert producer.is_alive(), "the stream ended before the stall: not mid-stream"
-            log = settle(producer, warm, changelog, [worker], max_len)
-            check_outputs(broker.bootstrap, log, changelog, max_len, [worker], "broker-stall")
-            # the same process recovered on its own
-            assert worker.alive() and worker.pid == pid
-        finally:
-            producer.stop()
-            changelog.close()
-            worker.kill()
+def test_broker_stall_of_20s_is_survived_without_a_restart(scenario: Scenario) -> None:
+    s = scenario
+    worker = s.worker("1")
+    pid = worker.pid
+    producer = s.producer(rate=25)
+    warm = s.warm_up([worker], 4)
+    producer.start()
+    s.wait_mid_stream([worker])
+    os.kill(s.broker.pid, signal.SIGSTOP)
+    try:
+        time.sleep(20)  # the fault itself: the broker frozen for 20 s (not a measurement)
+    finally:
+        os.kill(s.broker.pid, signal.SIGCONT)
+    assert producer.is_alive(), "the stream ended before the stall: not mid-stream"
+    log = settle(s, producer, warm, [worker])
+    check_outputs(s, log, [worker], "broker-stall")
+    # the same process recovered on its own
+    assert worker.alive() and worker.pid == pid
