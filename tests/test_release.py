@@ -165,6 +165,30 @@ def test_index_and_tower_disagreeing_with_embeddings_are_rejected(copy_of: Path)
         load_release(copy_of)
 
 
+def test_an_index_of_other_vectors_or_labels_is_rejected(copy_of: Path):
+    """Checked on a sample of rows (model.release.VERIFY_SAMPLE) plus the first and the last."""
+    emb = np.load(copy_of / "item_embeddings.npy")
+    n, d = emb.shape
+
+    def index_of(vectors: np.ndarray, labels: np.ndarray) -> None:
+        index = hnswlib.Index(space="ip", dim=d)
+        index.init_index(max_elements=len(vectors))
+        index.add_items(vectors, labels)
+        index.save_index(str(copy_of / "items.hnsw"))
+        _rewrite_checksums(copy_of)
+
+    other = emb.copy()
+    other[n - 1] += 0.5  # one row off: the last row is always in the sample
+    index_of(other, np.arange(n))
+    with pytest.raises(ReleaseError, match="indexed vectors differ"):
+        load_release(copy_of)
+    index_of(emb, np.arange(1, n + 1))  # labels shifted by one: label 0 is missing
+    with pytest.raises(ReleaseError, match="labels are not the row numbers"):
+        load_release(copy_of)
+    index_of(emb, np.arange(n))  # and the same release, put right, loads
+    assert load_release(copy_of).index.get_current_count() == n
+
+
 def test_pickled_embeddings_are_refused(copy_of: Path):
     obj = np.empty(3, dtype=object)
     np.save(copy_of / "item_embeddings.npy", obj, allow_pickle=True)
