@@ -46,6 +46,7 @@ BENCH_FLAGS ?=
 bench: $(STAMP)  ## user-tower and streaming benchmarks -> docs/benchmarks/{user_tower,stream}.{md,json}
 	$(BIN)/python -m bench.user_tower
 	$(BIN)/python -m bench.stream $(BENCH_FLAGS)
+	$(BIN)/python -m bench.hotswap $(HOTSWAP_FLAGS)
 
 clean:  ## remove the virtual environment and build outputs
 	rm -rf $(VENV) build *.egg-info

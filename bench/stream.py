@@ -14,7 +14,7 @@ Per scenario and repeat: a burst of `--burst` clicks offered at once (saturation
 clicks / (last list published - first click sent)); then `--rate100-s` seconds at 100 clicks/s; then
 `--atmax-s` seconds at 90 % of that repeat's saturation rate. Latency is published_ts - event ts of each
 candidate list (both stamped on this machine's clock). Figures are medians over repeats.
-The candidates are read after each phase, not during it, so that reading them takes no CPU from the worker.
+The candidates are fetched during each phase (to count them: end offsets undercount on Tansu) and decoded after it.
 
 Writes docs/benchmarks/stream.json and docs/benchmarks/stream.md.
 """
@@ -35,6 +35,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
 from bench import synthetic_release
@@ -73,13 +74,17 @@ def beauty_release(root: Path, epochs: int) -> Path:
 
 
 class CandidatesReader:
-    """Reads the candidates topic between phases (assigned partitions, no group)."""
+    """Reads the candidates topic (assigned partitions, no group). Records are fetched as they come but only
+    decoded by `read_new`, so following a phase costs the worker little CPU. Lists are counted by reading them,
+    not from end offsets: Tansu undercounts those when a partition ends in a multi-record batch."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                       fetch_max_wait_ms=50, max_partition_fetch_bytes=8 << 20)
         self.parts: list[TopicPartition] = []
+        self.buffered: list[bytes] = []  # fetched, not yet returned by read_new
+        self.returned = 0
 
     def _assign(self) -> None:
         parts = [TopicPartition(self.topic, p) for p in sorted(self.consumer.partitions_for_topic(self.topic) or ())]
@@ -90,21 +95,24 @@ class CandidatesReader:
             self.consumer.seek_to_beginning(*new)
 
     def published(self) -> int:
-        """Lists on the topic so far (sum of end offsets): cheap, no message is read."""
+        """Lists on the topic so far (fetched, not decoded)."""
         self.consumer.topics()
         self._assign()
-        return sum(self.consumer.end_offsets(self.parts).values()) if self.parts else 0
+        if self.parts:
+            while batch := self.consumer.poll(timeout_ms=50):
+                for recs in batch.values():
+                    self.buffered.extend(r.value for r in recs)
+        return self.returned + len(self.buffered)
 
     def read_new(self) -> list[tuple[float, float]]:
-        """(event_ts, published_ts) of every list not read yet."""
-        self._assign()
-        end = self.consumer.end_offsets(self.parts)
+        """(event_ts, published_ts) of every list fetched and not returned yet."""
+        self.published()
         out = []
-        while any(self.consumer.position(tp) < end[tp] for tp in self.parts):
-            for recs in self.consumer.poll(timeout_ms=200).values():
-                for r in recs:
-                    v = json.loads(r.value)
-                    out.append((float(v["event_ts"]), float(v["published_ts"])))
+        for raw in self.buffered:
+            v = json.loads(raw)
+            out.append((float(v["event_ts"]), float(v["published_ts"])))
+        self.returned += len(self.buffered)
+        self.buffered = []
         return out
 
     def wait_settled(self, expected: int, workers: list[WorkerProcess], timeout_s: float = 300.0) -> int:
@@ -207,6 +215,40 @@ def run_worker_scenario(name: str, models: Path, events: Iterator[dict], args: a
     return results
 
 
+# --------------------------------------------------------------------------- the model work alone
+
+
+def model_ceiling(models: Path, events: Iterator[dict], n_users: int, batch: int, top_n: int) -> dict:
+    """Users per second of the per-click model work alone, in this process, no Kafka: the ONNX user tower and
+    the recall (one hnswlib search per interest, max-over-interests merge) in batches of `batch` users, exactly
+    the functions the worker calls, on one core (the worker's event loop is one thread)."""
+    from stream.interests import n_kept
+    from stream.recall import recall_batch
+
+    release = load_release(current_release_dir(models))
+    histories: dict[str, list[str]] = {}
+    for e in events:
+        if len(histories) >= n_users and e["user_id"] not in histories:
+            continue
+        histories.setdefault(e["user_id"], []).append(e["item_id"])
+    users = list(histories.items())
+    tower_s = recall_s = 0.0
+    for start in range(0, len(users), batch):
+        chunk = users[start:start + batch]
+        items = np.stack([release.encode_history(h[-release.max_len:]) for _, h in chunk])
+        profile = np.stack([release.encode_profile(None) for _ in chunk])
+        t = time.perf_counter()
+        interests, n_interests = release.user_tower(items, profile)
+        tower_s += time.perf_counter() - t
+        queries = [(interests[row, :n_kept(interests[row], n_interests[row])], h) for row, (_, h) in enumerate(chunk)]
+        t = time.perf_counter()
+        recall_batch(release, queries, top_n)
+        recall_s += time.perf_counter() - t
+    n = len(users)
+    return {"users": n, "batch": batch, "tower_users_per_s": round(n / tower_s, 1),
+            "recall_users_per_s": round(n / recall_s, 1), "both_users_per_s": round(n / (tower_s + recall_s), 1)}
+
+
 # --------------------------------------------------------------------------- the bare loop
 
 
@@ -258,6 +300,19 @@ def run_bare(events: Iterator[dict], n: int, repeats: int) -> list[float]:
 # --------------------------------------------------------------------------- report
 
 
+def machine_conditions(load_before: float, load_note: str) -> dict:
+    """What a reader needs to compare runs: the machine, when, and how busy it was."""
+    return {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+            "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "load_note": load_note,
+            "loadavg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+
+
+def write_report(md: Path, generated: str) -> None:
+    """Write the generated part of `md`; hand-written analysis below NOTES_MARKER survives a re-run."""
+    notes = md.read_text().partition(NOTES_MARKER)[2] if md.exists() else ""
+    md.write_text(generated + "\n" + NOTES_MARKER + notes)
+
+
 def median_of(results: list[dict], *path: str) -> float | None:
     vals = []
     for r in results:
@@ -304,7 +359,7 @@ sustained with the 1M-item index (measured {r['max_sustained_eps_1m_items']:,.0f
   (sustained rate = clicks / (last list published - first click sent)), then {c['rate100_s']} s at 100 clicks/s,
   then {c['atmax_s']} s at 90 % of the repeat's saturation rate. Reported: median over {c['repeats']} repeats.
 - Latency = `published_ts - event_ts` of every candidate list (the producer stamps `ts` at send time; both clocks
-  are this machine's). Lists are read after each phase, not during it.
+  are this machine's). Lists are fetched during each phase and decoded after it.
 - Beauty release: MIND (d=64, K=4, max_len=50) trained {c['beauty_epochs']} epoch(s) on Beauty; the 1M release:
   bench/synthetic_release.py (untrained MIND of the same shape whose item vectors cluster by category; hnswlib
   M=16, ef_construction=200, ef=200). Clicks: Beauty users interleaved; the simulator with
@@ -398,17 +453,12 @@ def main() -> int:
             "beauty_epochs": args.beauty_epochs, "beauty_items": beauty_items, "items_1m": args.items,
             "sim_users": args.sim_users,
             "batch_window_ms": settings.batch_window_ms, "batch_max": settings.batch_max, "top_n": settings.top_n,
-            "cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
-            "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "load_note": args.load_note,
-            "loadavg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            **machine_conditions(load_before, args.load_note),
         },
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "stream.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = args.out / "stream.md"
-    # hand-written analysis below the marker survives a re-run; the figures above it are regenerated
-    notes = md.read_text().partition(NOTES_MARKER)[2] if md.exists() else ""
-    md.write_text(render_markdown(result) + "\n" + NOTES_MARKER + notes)
+    write_report(args.out / "stream.md", render_markdown(result))
     print(f"wrote {args.out / 'stream.json'} and stream.md")
     return 0
 

@@ -34,8 +34,13 @@ def sim_config(n_items: int, n_categories: int, n_users: int = 20_000, seed: int
     return SimConfig(n_users=n_users, n_items=n_items, n_categories=n_categories, clicks_per_user=30, seed=seed)
 
 
-def build(out: Path, n_items: int, n_categories: int, seed: int = 0) -> Path:
-    """Write the release under `out` (made CURRENT); returns its directory."""
+def version_of(n_items: int, seed: int = 0) -> str:
+    """The version (directory name) of the synthetic release of this size and seed."""
+    return f"synthetic-{n_items}-s{seed}"
+
+
+def build(out: Path, n_items: int, n_categories: int, seed: int = 0, make_current: bool = True) -> Path:
+    """Write the release under `out` (made CURRENT unless `make_current` is false); returns its directory."""
     sim = ClickSimulator(sim_config(n_items, n_categories, seed=seed))
     cats = np.asarray([sim.item_category(i) for i in range(n_items)], dtype=np.int64) + 1
     vocab = Vocab(
@@ -53,7 +58,7 @@ def build(out: Path, n_items: int, n_categories: int, seed: int = 0) -> Path:
     summary = {"name": f"synthetic-{n_items}", "items": n_items, "categories": n_categories, "users": 0,
                "interactions": 0, "note": "untrained MIND over the simulator's catalog (bench/synthetic_release.py)"}
     return write_release(model, vocab, out, data_summary=summary, metrics={}, train_config={},
-                         version=f"synthetic-{n_items}-s{seed}")
+                         version=version_of(n_items, seed), make_current=make_current)
 
 
 def ensure(out: Path, n_items: int, n_categories: int, seed: int = 0) -> Path:
@@ -65,6 +70,16 @@ def ensure(out: Path, n_items: int, n_categories: int, seed: int = 0) -> Path:
     except ReleaseError:
         pass
     return build(out, n_items, n_categories, seed)
+
+
+def ensure_version(out: Path, n_items: int, n_categories: int, seed: int) -> Path:
+    """The release of this size and seed under `out` if it is there and verifies, else a new one; CURRENT is
+    left as it is (bench/hotswap.py keeps two seeds side by side: the served release and the one announced)."""
+    path = out / version_of(n_items, seed)
+    if path.exists():
+        load_release(path)  # ReleaseError: a damaged release is not silently rebuilt over
+        return path
+    return build(out, n_items, n_categories, seed, make_current=False)
 
 
 def main() -> int:
