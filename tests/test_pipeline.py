@@ -21,7 +21,7 @@ from kafka.admin import NewTopic
 from infra.broker import EmbeddedBroker
 from model.data import load_dataset
 from model.release import load_release
-from tests.streamkit import Worker, read_topic
+from tests.streamkit import Worker, broker_with_topics, metric_value, read_topic
 
 PARTITIONS = 2
 TOP_N = 100
@@ -286,3 +286,40 @@ def test_restart_keeps_every_behavior_sequence(pipeline: dict) -> None:
             assert after[user]["seq_len"] == len(expected)
     finally:
         assert worker.stop() == 0
+
+
+def test_interest_and_recall_roles_in_separate_workers(ml100k_release: Path, movielens, tmp_path: Path) -> None:
+    """The deployment of docker-compose: one worker of role `interest` (clicks -> user-interests), one of role
+    `recall` (user-interests -> candidates). The recall worker searches the interests it reads from the topic."""
+    release = load_release(ml100k_release)
+    users = sorted(movielens.sequences, key=int)[:10]
+    with broker_with_topics(tmp_path / "broker.log", PARTITIONS) as broker:
+        interest = Worker(broker.bootstrap, ml100k_release, tmp_path / "state-i", tmp_path / "interest.log",
+                          PARTITIONS, TOP_N, extra=("--role", "interest"))
+        recall = Worker(broker.bootstrap, ml100k_release, tmp_path / "state-r", tmp_path / "recall.log",
+                        PARTITIONS, TOP_N, extra=("--role", "recall"))
+        try:
+            producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
+            now = time.time()
+            for user in users:
+                for n, item in enumerate(movielens.sequences[user][-10:]):
+                    producer.send("clicks", key=f"ml-{user}".encode(), value=json.dumps(
+                        {"event_id": f"{user}-{n}", "user_id": f"ml-{user}", "item_id": item, "ts": now + n}).encode())
+            producer.close()
+            expected = {f"ml-{u}" for u in users}
+
+            def complete(records: list) -> bool:  # every user's list computed from all 10 of its clicks
+                return expected <= {v["user_id"] for v in values(records) if v["event_ts"] == now + 9}
+
+            latest = latest_by_user(read_topic(broker.bootstrap, "candidates", complete, timeout_s=240,
+                                               worker=recall))
+            for user in users:
+                value = latest[f"ml-{user}"]
+                assert value["model_version"] == release.version and len(value["items"]) == TOP_N
+                assert not set(movielens.sequences[user][-10:]) & {c["item_id"] for c in value["items"]}
+            # each worker did its own part only
+            assert metric_value(recall.metrics(), "mindstream_recall_seconds_count") >= len(users)
+            assert metric_value(interest.metrics(), "mindstream_recall_seconds_count") == 0
+            assert metric_value(interest.metrics(), "mindstream_events_total", 'status="ok"') == 10 * len(users)
+        finally:
+            assert interest.stop() == 0 and recall.stop() == 0
