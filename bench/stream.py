@@ -358,7 +358,8 @@ sustained with the 1M-item index (measured {r['max_sustained_eps_1m_items']:,.0f
 
 - `.venv/bin/python -m bench.stream {c['argv']}` on {c['cores']} cores
   ({c['cpu']}); {c['workers']} `mindstream worker` process(es) with default settings
-  (batch window {c['batch_window_ms']} ms, batch max {c['batch_max']}, top {c['top_n']} candidates), embedded Tansu
+  (batch window {c['batch_window_ms']} ms, batch max {c['batch_max']}, top {c['top_n']} candidates, fetch wait
+  {c['fetch_max_wait_ms']} ms), embedded Tansu
   broker, one fresh broker per scenario. The benchmark process itself (producer) shares the cores.
 - Warm-up of {c['warmup']} clicks excluded. Each repeat: a burst of {c['burst']:,} clicks offered at once
   (sustained rate = clicks / (last list published - first click sent)), then {c['rate100_s']} s at 100 clicks/s,
@@ -462,7 +463,7 @@ def main() -> int:
             "beauty_epochs": args.beauty_epochs, "beauty_items": beauty_items, "items_1m": args.items,
             "sim_users": args.sim_users,
             "batch_window_ms": settings.batch_window_ms, "batch_max": settings.batch_max, "top_n": settings.top_n,
-            **machine_conditions(load_before, args.load_note),
+            "fetch_max_wait_ms": settings.fetch_max_wait_ms, **machine_conditions(load_before, args.load_note),
         },
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -49,9 +49,11 @@ class Settings:
     # how long the producer waits to fill a batch (every record a click causes: changelog, interests, candidates);
     # fewer, larger produce requests cost less CPU at high rates and add at most this to the candidates' delivery
     producer_linger_ms: float = 0.0
-    # how long the broker may hold a fetch waiting for data. Faust hard-codes 1500 ms, which Tansu waits out in
-    # full on a quiet partition: every hop (clicks -> interests -> candidates) then adds up to 1.5 s.
-    fetch_max_wait_ms: int = 5
+    # how long the broker may hold a fetch waiting for data. Apache Kafka answers as soon as data arrives, so
+    # this costs nothing there. Tansu holds every fetch about this long (Faust's fixed 1500 ms added seconds per
+    # hop), but 5 ms made the worker fetch so often that Tansu's cost per fetch, which grows with the data it
+    # holds, stalled the worker after ~20k clicks (docs/reliability.md §5); 50 ms does not.
+    fetch_max_wait_ms: int = 50
     log_level: str = "info"
 
     @classmethod
