@@ -43,7 +43,7 @@ train: $(STAMP)  ## train MIND on TRAIN_DATA, write a release under models/ and 
 
 BENCH_FLAGS ?=
 
-bench: $(STAMP)  ## user-tower and streaming benchmarks -> docs/benchmarks/{user_tower,stream}.{md,json}
+bench: $(STAMP)  ## user-tower, streaming and hot-swap benchmarks -> docs/benchmarks/{user_tower,stream,hotswap}.{md,json}
 	$(BIN)/python -m bench.user_tower
 	$(BIN)/python -m bench.stream $(BENCH_FLAGS)
 	$(BIN)/python -m bench.hotswap $(HOTSWAP_FLAGS)
