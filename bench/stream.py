@@ -222,7 +222,7 @@ def model_ceiling(models: Path, events: Iterator[dict], n_users: int, batch: int
     """Users per second of the per-click model work alone, in this process, no Kafka: the ONNX user tower and
     the recall (one hnswlib search per interest, max-over-interests merge) in batches of `batch` users, exactly
     the functions the worker calls, on one core (the worker's event loop is one thread)."""
-    from stream.interests import n_kept
+    from stream.interests import kept_interests
     from stream.recall import recall_batch
 
     release = load_release(current_release_dir(models))
@@ -240,7 +240,7 @@ def model_ceiling(models: Path, events: Iterator[dict], n_users: int, batch: int
         t = time.perf_counter()
         interests, n_interests = release.user_tower(items, profile)
         tower_s += time.perf_counter() - t
-        queries = [(interests[row, :n_kept(interests[row], n_interests[row])], h) for row, (_, h) in enumerate(chunk)]
+        queries = [(kept_interests(interests[row], n_interests[row]), h) for row, (_, h) in enumerate(chunk)]
         t = time.perf_counter()
         recall_batch(release, queries, top_n)
         recall_s += time.perf_counter() - t

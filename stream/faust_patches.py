@@ -47,7 +47,7 @@ async def exact_end_offsets(bootstrap: str, reported: Mapping[Any, int]) -> dict
     from aiokafka.structs import TopicPartition
 
     ends = dict(reported)
-    todo = {TopicPartition(tp[0], tp[1]): tp for tp, end in reported.items() if end and end > 0}
+    todo = {TopicPartition(tp[0], tp[1]): tp for tp, end in reported.items() if end > 0}
     if not todo:
         return ends
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,

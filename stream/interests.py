@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,15 +42,15 @@ class _Pending:
     consumed: list[float] = field(default_factory=list)  # monotonic consume time of each click applied
 
 
-def interests_message(user_id: str, release: Release, interests: np.ndarray, n_interests: int,
-                      behaviors: Behaviors, event_ts: float) -> dict[str, Any]:
-    """The user-interests value (ARCHITECTURE.md). `history` (the sequence's item ids, oldest first) is
-    added so the recall agent, which may run on another worker, can drop already-seen items."""
-    k = n_kept(interests, n_interests)
+def interests_message(user_id: str, release: Release, interests: np.ndarray, behaviors: Behaviors,
+                      event_ts: float) -> dict[str, Any]:
+    """The user-interests value (ARCHITECTURE.md) of the user's K'u `interests` [K'u, d]. `history` (the
+    sequence's item ids, oldest first) is added so the recall agent, which may run on another worker, can drop
+    already-seen items."""
     return {
         "user_id": user_id,
         "model_version": release.version,
-        "interests": interests[:k].astype(float).tolist(),
+        "interests": interests.astype(float).tolist(),
         "seq_len": len(behaviors.seq),
         "event_ts": event_ts,
         "computed_ts": time.time(),
@@ -57,9 +58,9 @@ def interests_message(user_id: str, release: Release, interests: np.ndarray, n_i
     }
 
 
-def n_kept(interests: np.ndarray, n_interests: int) -> int:
-    """K'u of a user: the tower's interest count, within 1..K."""
-    return max(1, min(int(n_interests), interests.shape[0]))
+def kept_interests(interests: np.ndarray, n_interests: int) -> np.ndarray:
+    """A user's K'u interests [K'u, d] out of the tower's [K, d]: its interest count, within 1..K."""
+    return interests[:max(1, min(int(n_interests), interests.shape[0]))]
 
 
 def run_tower(release: Release, users: list[tuple[str, Behaviors]]) -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +69,36 @@ def run_tower(release: Release, users: list[tuple[str, Behaviors]]) -> tuple[np.
     profile = np.stack([release.encode_profile(b.profile) for _, b in users])
     with metrics.USER_TOWER_SECONDS.time():
         return release.user_tower(items, profile)
+
+
+@dataclass
+class _Recompute:
+    """A user whose interests a batch recomputes (after clicks, or on a refresh request)."""
+
+    user_id: str
+    behaviors: Behaviors
+    event_ts: float  # the newest behavior the interests come from
+    event: faust.types.EventT  # the record that caused it: its partition is the user's
+
+
+async def emit(release: Release, users: list[_Recompute], interests_topic: faust.types.TopicT,
+               candidates: CandidatesPublisher | None, refresh: bool = False,
+               on_sent: Callable[[str], None] | None = None) -> None:
+    """One tower run for `users`; each user's interests to `user-interests` (`on_sent(user_id)` right after
+    its send) and, with `candidates` (`--role all`), to recall in memory."""
+    interests, n_interests = run_tower(release, [(u.user_id, u.behaviors) for u in users])
+    requests = []
+    for row, u in enumerate(users):
+        vectors = kept_interests(interests[row], n_interests[row])
+        value = interests_message(u.user_id, release, vectors, u.behaviors, u.event_ts)
+        if refresh:
+            value["refresh"] = True  # so recall leaves it out of the click -> candidates latency
+        await interests_topic.send(key=u.user_id.encode("utf-8"), value=value)
+        if on_sent is not None:
+            on_sent(u.user_id)
+        requests.append(RecallRequest(u.user_id, release, vectors, u.behaviors.items, u.event_ts, u.event, refresh))
+    if candidates is not None:
+        await candidates.publish(requests)
 
 
 def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
@@ -115,22 +146,17 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
     async def publish(release: Release, pending: dict[str, _Pending]) -> None:
         # a user none of whose items the model knows gets no interest update
         known = release.item_index
-        users = [(u, p.behaviors) for u, p in pending.items() if any(i in known for i in p.behaviors.items)]
+        users = [_Recompute(u, p.behaviors, p.event_ts, p.event) for u, p in pending.items()
+                 if any(i in known for i in p.behaviors.items)]
         if not users:
             return
-        interests, n_interests = run_tower(release, users)
-        for row, (user_id, state) in enumerate(users):
-            value = interests_message(user_id, release, interests[row], int(n_interests[row]), state,
-                                      pending[user_id].event_ts)
-            await interests_topic.send(key=user_id.encode("utf-8"), value=value)
+
+        def sent(user_id: str) -> None:
             now = time.monotonic()
             for consumed in pending[user_id].consumed:
                 metrics.RECOMPUTE_SECONDS.observe(max(0.0, now - consumed))
-        if candidates is not None:
-            await candidates.publish([
-                RecallRequest(user_id, release, interests[row, :n_kept(interests[row], n_interests[row])],
-                              state.items, pending[user_id].event_ts, pending[user_id].event)
-                for row, (user_id, state) in enumerate(users)])
+
+        await emit(release, users, interests_topic, candidates, on_sent=sent)
 
     @app.agent(clicks_topic, name="interests")
     async def interest_agent(stream: faust.StreamT) -> None:
@@ -175,8 +201,7 @@ def install_refresh(app: faust.App, settings: Settings, registry: ReleaseRegistr
 
     async def refresh(events: list[faust.types.EventT]) -> None:
         release = registry.current  # one version per batch, as in the click agent
-        users: dict[str, Behaviors] = {}
-        request_of: dict[str, faust.types.EventT] = {}
+        users: dict[str, _Recompute] = {}
         for event in events:
             user_id = (event.key or b"").decode("utf-8", "replace")
             with current_event(event):  # the table partition is the request's partition
@@ -184,24 +209,13 @@ def install_refresh(app: faust.App, settings: Settings, registry: ReleaseRegistr
             if state is None:
                 metrics.REFRESHES.labels(status="no_behaviors").inc()
                 continue
-            users[user_id] = Behaviors.from_state(state)
-            request_of[user_id] = event
+            behaviors = Behaviors.from_state(state)
+            # event_ts: the newest behavior the interests are computed from, as for a click
+            users[user_id] = _Recompute(user_id, behaviors, behaviors.seq[-1][0], event)
         known = release.item_index
-        batch = [(u, b) for u, b in users.items() if any(i in known for i in b.items)]
+        batch = [u for u in users.values() if any(i in known for i in u.behaviors.items)]
         metrics.REFRESHES.labels(status="unknown_items").inc(len(users) - len(batch))
         if not batch:
             return
-        interests, n_interests = run_tower(release, batch)
-        for row, (user_id, state) in enumerate(batch):
-            # event_ts: the newest behavior the interests are computed from (as for a click), and `refresh` so
-            # the recall agent leaves it out of the click -> candidates latency
-            value = interests_message(user_id, release, interests[row], int(n_interests[row]), state,
-                                      state.seq[-1][0])
-            value["refresh"] = True
-            await interests_topic.send(key=user_id.encode("utf-8"), value=value)
-        if candidates is not None:
-            await candidates.publish([
-                RecallRequest(user_id, release, interests[row, :n_kept(interests[row], n_interests[row])],
-                              state.items, state.seq[-1][0], request_of[user_id], refresh=True)
-                for row, (user_id, state) in enumerate(batch)])
+        await emit(release, batch, interests_topic, candidates, refresh=True)
         metrics.REFRESHES.labels(status="ok").inc(len(batch))
