@@ -1,10 +1,14 @@
 """The paper's offline comparison in one harness (`make eval`, `mindstream eval --data PATH [--data PATH ...]`).
 
 Every method sees the same leave-one-out split and the metrics of model/metrics.py. The neural
-methods (YouTube DNN, MIND with K=1, MIND with K interests) share one budget and one selection
+methods (YouTube DNN, MIND with K=1, MIND with K interests, ComiRec-SA) share one budget and one selection
 rule: the same MINDConfig (d, max_len, negatives, H-layer) apart from what defines the method, the
 same TrainConfig (epochs, patience, learning rate, batch) and early stopping on validation HR@50;
 each is trained with several seeds and reported as mean ± std of the test metrics.
+
+`--freshness` answers why the system is real-time: the default MIND-K is trained once, and each test user's
+interests are computed from a history that lags the present by m behaviors, as a batch job serving
+yesterday's interests would see them.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ import torch
 from model.baselines import ItemCF, MostPop
 from model.data import Split, Vocab, leave_one_out, load_dataset
 from model.metrics import evaluate_scorer
-from model.mind import MINDConfig
-from model.train import TrainConfig, build_model, evaluate, fit, resolve_device
+from model.mind import MINDConfig, Tower, interest_similarity
+from model.train import TrainConfig, build_model, evaluate, fit, resolve_device, scorer
 
-METHODS = ("mostpop", "itemcf", "youtube_dnn", "mind_1", "mind_k")
+METHODS = ("mostpop", "itemcf", "youtube_dnn", "mind_1", "mind_k", "comirec_sa")
+FRESHNESS_LAGS = (0, 1, 2, 5, 10)
 METRICS = ("HR@10", "HR@50", "HR@100", "NDCG@50")
 SEEDS = 3
 OUT_DIR = Path("docs/results")
@@ -67,6 +72,8 @@ def method_config(method: str, base: MINDConfig) -> tuple[str, MINDConfig]:
         return "mind", replace(base, K=1)
     if method == "mind_k":
         return "mind", base
+    if method == "comirec_sa":
+        return "comirec_sa", base
     raise ValueError(f"not a neural method: {method!r}")
 
 
@@ -92,13 +99,25 @@ def eval_baseline(method: str, split: Split) -> dict:
     return _mean_std([{**test, "valid_HR@50": valid["HR@50"], "train_seconds": seconds, "params": model.params}])
 
 
+@torch.no_grad()
+def interest_cosine(model: Tower, split: Split, chunk: int = 2048) -> float:
+    """Mean pairwise cosine of the test users' interests, over users with two or more (nan: no such user).
+    Near 1: the interests are copies of one vector and the multi-interest machinery buys nothing."""
+    device = next(model.parameters()).device
+    model.eval()
+    total, users = 0.0, 0
+    for start in range(0, len(split.test_target), chunk):
+        items = torch.as_tensor(split.test_items[start : start + chunk], device=device)
+        profile = torch.as_tensor(split.profile[start : start + chunk], device=device)
+        sim, has_pairs = interest_similarity(*model.user_tower(items, profile))
+        total += float(sim[has_pairs].sum())
+        users += int(has_pairs.sum())
+    return total / users if users else math.nan
+
+
 def train_one(method: str, split: Split, base: MINDConfig, train_cfg: TrainConfig, seed: int) -> dict:
     """Train one neural method with one seed; test metrics of the best validation epoch."""
-    kind, cfg = method_config(method, base)
-    torch.manual_seed(seed)
-    model = build_model(kind, replace(cfg, routing_seed=seed), split)
-    result = fit(model, split, replace(train_cfg, seed=seed))
-    model.load_state_dict(result.state_dict)
+    model, result = train_model(method, split, base, train_cfg, seed)
     test = evaluate(model, split, "test")
     print(f"  {method} seed {seed}: test HR@50 {test['HR@50']:.4f} valid HR@50 {result.best_valid_hr50:.4f} "
           f"({result.train_seconds:.0f}s, best epoch {result.best_epoch})", flush=True)
@@ -107,8 +126,42 @@ def train_one(method: str, split: Split, base: MINDConfig, train_cfg: TrainConfi
         "valid_HR@50": result.best_valid_hr50,
         "train_seconds": result.train_seconds,
         "epochs": result.best_epoch,
+        "interest_cos": interest_cosine(model, split),
         "params": int(sum(p.numel() for p in model.parameters())),
     }
+
+
+def train_model(method: str, split: Split, base: MINDConfig, train_cfg: TrainConfig, seed: int):
+    """One neural method trained with one seed; the model holds the weights of its best validation epoch."""
+    kind, cfg = method_config(method, base)
+    torch.manual_seed(seed)
+    model = build_model(kind, replace(cfg, routing_seed=seed), split)
+    result = fit(model, split, replace(train_cfg, seed=seed))
+    model.load_state_dict(result.state_dict)
+    return model, result
+
+
+def lagged_history(history: np.ndarray, m: int, max_len: int) -> np.ndarray:
+    """The tower's input had the user's interests been computed m behaviors ago: each left-padded history (most
+    recent last) without its last m behaviors, truncated to the most recent max_len, left-padded to max_len."""
+    if m:
+        history = np.concatenate([np.zeros((len(history), m), history.dtype), history[:, :-m]], axis=1)
+    if history.shape[1] < max_len:
+        history = np.concatenate([np.zeros((len(history), max_len - history.shape[1]), history.dtype), history], 1)
+    return np.ascontiguousarray(history[:, -max_len:])
+
+
+def freshness(split: Split, model: Tower, lags: tuple[int, ...] = FRESHNESS_LAGS) -> dict:
+    """Test metrics when interests lag the present by m behaviors, for m in `lags`. The same users at every m
+    (those with more than max(lags) behaviors before the test target); the ranking still removes the whole
+    history, as a serving-time filter of consumed items would."""
+    model.eval()
+    users = (split.test_exclude > 0).sum(1) > max(lags)
+    history, profile = split.test_exclude[users], split.profile[users]
+    target = split.test_target[users]
+    by_lag = {m: evaluate_scorer(scorer(model), lagged_history(history, m, split.max_len), profile, target, history)
+              for m in lags}
+    return {"users": int(users.sum()), "all_test_users": int(len(users)), "lags": by_lag}
 
 
 def _load_split(path: str | Path, max_len: int) -> tuple[dict, Split]:
@@ -175,7 +228,8 @@ def write_markdown(path: Path, results: dict, meta: dict) -> None:
         f"- machine: {meta['machine']}",
         f"- wall time: {meta['wall_seconds'] / 60:.1f} min",
         f"- seeds: {meta['seeds']}",
-        f"- model config (shared by youtube_dnn, mind_1 (K=1), mind_k): `{json.dumps(meta['model_config'])}`",
+        f"- model config (shared by youtube_dnn, mind_1 (K=1), mind_k, comirec_sa): "
+        f"`{json.dumps(meta['model_config'])}`",
         f"- training config: `{json.dumps(meta['train_config'])}`",
         "",
     ]
@@ -183,16 +237,86 @@ def write_markdown(path: Path, results: dict, meta: dict) -> None:
         lines += [
             f"## {dataset}",
             "",
-            "| method | HR@10 | HR@50 | HR@100 | NDCG@50 | valid HR@50 | train s | params |",
-            "|---|---|---|---|---|---|---|---|",
+            "| method | HR@10 | HR@50 | HR@100 | NDCG@50 | valid HR@50 | interest cos | train s | params |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for method, r in methods.items():
             cells = [f"{r[m]:.4f} ± {r[m + '_std']:.4f}" for m in (*METRICS, "valid_HR@50")]
+            cos = r.get("interest_cos")
+            cells.append("—" if cos is None or not math.isfinite(cos) else f"{cos:.3f}")
             lines.append(f"| {method} | " + " | ".join(cells) + f" | {r['train_seconds']:.0f} | {int(r['params']):,} |")
         lines.append("")
+    lines += ["interest cos: mean pairwise cosine of a test user's interests (users with two or more); "
+              "near 1 = the interests collapsed into copies of one vector.", ""]
     if meta.get("plot"):
         lines += [f"![HR@50 per method]({meta['plot']})", ""]
     path.write_text("\n".join(lines))
+
+
+def _json_text(obj: object) -> str:
+    """JSON with nan (a figure that does not exist, e.g. the interest cosine of one vector) as null."""
+    def clean(x: object) -> object:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(obj), indent=2) + "\n"
+
+
+def write_freshness(out: Path, results: dict, meta: dict) -> None:
+    """freshness.{json,md,png}: test metrics per lag m, per dataset."""
+    (out / "freshness.json").write_text(_json_text({"meta": meta, "results": results}))
+    lines = [
+        "# The value of freshness",
+        "",
+        "What a batch job serving yesterday's interests loses: the default MIND-K is trained once per dataset "
+        "(protocol of ../shared/data/README.md, model chosen on validation HR@50), then each test user's "
+        "interests are computed from the history as it stood m behaviors before the test target. The same "
+        "users at every m (those with more than 10 behaviors before the target); the whole history is still "
+        "removed from the ranking. m = 0 is what the streaming worker serves.",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- machine: {meta['machine']}",
+        f"- wall time: {meta['wall_seconds'] / 60:.1f} min",
+        f"- seed: {meta['seed']}",
+        f"- model config: `{json.dumps(meta['model_config'])}`",
+        "",
+    ]
+    for dataset, r in results.items():
+        fresh = r["lags"][0]["HR@50"]
+        lines += [f"## {dataset} ({r['users']} of {r['all_test_users']} test users, "
+                  f"valid HR@50 {r['valid_HR@50']:.4f})", "",
+                  "| lag m | HR@10 | HR@50 | HR@100 | NDCG@50 | HR@50 vs m = 0 |", "|---|---|---|---|---|---|"]
+        for m, x in r["lags"].items():
+            change = f"{100 * (x['HR@50'] / fresh - 1):+.1f} %" if fresh else "—"
+            lines.append(f"| {m} | " + " | ".join(f"{x[k]:.4f}" for k in METRICS) + f" | {change} |")
+        lines.append("")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        (out / "freshness.md").write_text("\n".join(lines))
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for dataset, r in results.items():
+        lags = list(r["lags"])
+        ax.plot(lags, [r["lags"][m]["HR@50"] for m in lags], marker="o", label=dataset)
+    ax.set_xlabel("interests computed m behaviors ago")
+    ax.set_ylabel("test HR@50")
+    ax.set_xticks(list(FRESHNESS_LAGS))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "freshness.png", dpi=120)
+    plt.close(fig)
+    lines += ["![test HR@50 against the lag of the interests](freshness.png)", ""]
+    (out / "freshness.md").write_text("\n".join(lines))
 
 
 def write_plot(path: Path, results: dict) -> bool:
@@ -226,8 +350,8 @@ def write_plot(path: Path, results: dict) -> bool:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Compare mostpop, itemcf, youtube_dnn, mind_1 and mind_k on one or more datasets under the protocol of "
-        "../shared/data/README.md; writes offline_eval.json, offline_eval.md and offline_eval.png to --out."
+        "Compare mostpop, itemcf, youtube_dnn, mind_1, mind_k and comirec_sa on one or more datasets under the "
+        "protocol of ../shared/data/README.md; writes offline_eval.json, offline_eval.md and offline_eval.png to --out."
     )
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.add_argument("--data", action="append", required=True, help="dataset path (repeatable)")
@@ -241,6 +365,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1,
                         help="train the (method, seed) runs of a dataset in this many parallel processes")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--freshness", action="store_true",
+                        help="instead of the comparison: train the default mind_k once per dataset and report test "
+                             "HR@N when the interests lag by m = " + ", ".join(map(str, FRESHNESS_LAGS))
+                             + " behaviors (freshness.{json,md,png})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -254,17 +382,31 @@ def run(args: argparse.Namespace) -> int:
     seeds = [train_cfg.seed + i for i in range(args.seeds)]
     device = resolve_device(args.device)
     t0 = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = ("mindstream eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["eval"]
+               else "mindstream eval " + " ".join(f"--data {shlex.quote(d)}" for d in args.data))
+    if args.freshness:
+        results = {}
+        for path in args.data:
+            summary, split = _load_split(path, base.max_len)
+            model, fit_result = train_model("mind_k", split, base, train_cfg, train_cfg.seed)
+            results[summary["name"]] = {**freshness(split, model), "valid_HR@50": fit_result.best_valid_hr50}
+            print(f"{summary['name']}: " + "  ".join(f"m={m} HR@50 {x['HR@50']:.4f}"
+                                                     for m, x in results[summary["name"]]["lags"].items()), flush=True)
+        meta = {"command": command, "machine": machine_description(device), "seed": train_cfg.seed,
+                "wall_seconds": time.perf_counter() - t0, "model_config": base.to_dict()}
+        write_freshness(out, results, meta)
+        print(f"wrote {out / 'freshness.md'} ({meta['wall_seconds'] / 60:.1f} min)")
+        return 0
     results = {}
     for path in args.data:
         name, res = evaluate_dataset(path, methods, base, train_cfg, seeds, args.jobs)
         results[name] = res
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "offline_eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "offline_eval.json").write_text(_json_text(results))
     plot = "offline_eval.png" if write_plot(out / "offline_eval.png", results) else None
     meta = {
-        "command": "mindstream eval " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        if sys.argv[1:2] == ["eval"] else "mindstream eval " + " ".join(f"--data {shlex.quote(d)}" for d in args.data),
+        "command": command,
         "machine": machine_description(device),
         "wall_seconds": time.perf_counter() - t0,
         "seeds": seeds,

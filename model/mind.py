@@ -4,13 +4,16 @@ Reading order mirrors the paper:
   3.2 Embedding & Pooling Layer      -> ItemEmbedding, ProfileEmbedding
   3.3 Multi-Interest Extractor (B2I) -> B2IRouting, squash, interest_number
   3.4 H-layer                        -> HLayer
-  3.5 Label-aware Attention Layer    -> label_aware_attention
+  3.5 Label-aware Attention Layer    -> label_aware_attention (+ the serving-aligned option, max_over_interests)
   3.6 Training (sampled softmax)     -> Tower.loss, NegativeSampler
   + YouTubeDNN (Covington et al. 2016), the single-vector baseline with the same interface.
 
 Index conventions (docs/DESIGN.md): item index 0 is padding, items are 1..N; category and profile
 index 0 means "none/unknown". Optional training fixes from REMI (Xie et al., RecSys 2023):
 interest-aware hard negative sampling (`hard_neg_beta`) and routing regularisation (`routing_reg`).
+Optional fixes from the follow-up literature, all off by default: a training objective that scores every
+item as serving does (`objective="max"` or its smooth bound `"logsumexp"`), the user-representation repel
+penalty (`repel`, Xiong & Yu 2024), and a routing-free whole-history interest (`whole_history`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 SAMPLERS = ("uniform", "log_uniform", "popularity", "full")
+OBJECTIVES = ("label_aware", "max", "logsumexp")
 NEG = -1e9  # a finite "minus infinity": softmax of it is exactly 0, and ONNX/onnxruntime never see inf - inf
 
 
@@ -43,6 +47,13 @@ class MINDConfig:
     hard_neg_beta: float = 0.0  # REMI interest-aware hard negatives: weight negatives by exp(beta * score); 0 = off
     routing_reg: float = 0.0  # REMI routing regularisation lambda; 0 = off
     dropout: float = 0.0
+    # label_aware: the paper's label-aware attention picks the user vector the item is scored with;
+    # max: every item (target and negatives) scored by max_k e_i . v_u^k, the score serving ranks by;
+    # logsumexp: the smooth bound tau * logsumexp_k(e_i . v_u^k / tau) of that max
+    objective: str = "label_aware"
+    tau: float = 0.1  # temperature of objective="logsumexp"
+    repel: float = 0.0  # weight of the repel penalty on the mean pairwise cosine of a user's interests; 0 = off
+    whole_history: bool = False  # interest 0 is the routing-free capsule of the whole history (MIND-1's)
     extra: dict = field(default_factory=dict)  # free-form notes carried into the release manifest
 
     def to_dict(self) -> dict:
@@ -124,6 +135,11 @@ def squash(z: Tensor, eps: float = 1e-9) -> Tensor:
     return z * (n2 / (1.0 + n2)) / torch.sqrt(n2 + eps)
 
 
+def valid_interests(n_interests: Tensor, K: int) -> Tensor:
+    """[B, K] bool: interest k of user b is one of its K'u = n_interests[b] valid ones."""
+    return torch.arange(K, device=n_interests.device).unsqueeze(0) < n_interests.unsqueeze(1)
+
+
 def interest_number(mask: Tensor, K: int, dynamic: bool = True) -> Tensor:
     """K'u = max(1, min(K, floor(log2 |Iu|))) from the number of non-padding behaviors; [B] int64."""
     if not dynamic:
@@ -142,33 +158,49 @@ class B2IRouting(nn.Module):
     `routing_seed` and stored as the buffer `b_init` [max_len, K] is used, so a user's interests are
     a deterministic function of the behaviors. Histories are LEFT-padded (most recent behavior in
     the last column, as model.data.Split) and at most max_len long.
+
+    With `whole_history`, interest 0 is the capsule MIND-1 computes, squash(sum_i S e_i): with a single
+    interest the routing softmax is 1 for every behavior, so it needs no routing. The other K'u - 1
+    interests are routed as above. MIND-K then holds MIND-1 as the special case of users with K'u = 1.
     """
 
-    def __init__(self, d: int, K: int, r: int, sigma: float, max_len: int, seed: int):
+    def __init__(self, d: int, K: int, r: int, sigma: float, max_len: int, seed: int, whole_history: bool = False):
         super().__init__()
-        self.K, self.r, self.sigma = K, r, sigma
+        self.K, self.r, self.sigma, self.whole_history = K, r, sigma, whole_history
+        self.routed = K - 1 if whole_history else K  # capsules that take part in the routing
         self.S = nn.Linear(d, d, bias=False)  # the shared bilinear mapping matrix S
         g = torch.Generator().manual_seed(seed)
-        self.register_buffer("b_init", torch.randn(max_len, K, generator=g) * sigma, persistent=True)
+        self.register_buffer("b_init", torch.randn(max_len, self.routed, generator=g) * sigma, persistent=True)
 
     def forward(self, e: Tensor, mask: Tensor, k_valid: Tensor) -> tuple[Tensor, Tensor]:
         """e [B,L,d] behavior embeddings, mask [B,L] bool, k_valid [B] -> capsules u [B,K,d], coupling w [B,L,K]."""
-        B, L, _ = e.shape
         Se = self.S(e)  # S e_i, [B, L, d]
+        behavior = mask.unsqueeze(-1).float()
+        if not self.whole_history:
+            return self._route(Se, behavior, k_valid)
+        u0 = squash((Se * behavior).sum(1, keepdim=True))
+        if self.routed == 0:
+            return u0, behavior
+        u, w = self._route(Se, behavior, k_valid - 1)
+        return torch.cat([u0, u], 1), torch.cat([behavior, w], 2)
+
+    def _route(self, Se: Tensor, behavior: Tensor, k_valid: Tensor) -> tuple[Tensor, Tensor]:
+        B, L, _ = Se.shape
+        K = self.routed
         if self.training:
-            b = torch.randn(B, L, self.K, device=e.device) * self.sigma
+            b = torch.randn(B, L, K, device=Se.device) * self.sigma
         else:
             # right-aligned: histories are left-padded, so the most recent behavior always meets the
             # same draw and a user's interests do not depend on how much padding the batch has
-            b = self.b_init[self.b_init.shape[0] - L :].unsqueeze(0).expand(B, L, self.K)
-        interest_ok = torch.arange(self.K, device=e.device).unsqueeze(0) < k_valid.unsqueeze(1)  # [B, K]
+            b = self.b_init[self.b_init.shape[0] - L :].unsqueeze(0).expand(B, L, K)
+        interest_ok = valid_interests(k_valid, K)  # [B, K]
         # interests beyond K'u take no weight; padding behaviors route nothing anywhere
         closed = ~interest_ok.unsqueeze(1)  # [B, 1, K]
-        behavior = mask.unsqueeze(-1).float()
-        u = e.new_zeros(B, self.K, e.shape[-1])
-        w = e.new_zeros(B, L, self.K)
+        open_ = interest_ok.unsqueeze(1).float()  # zeroes the uniform softmax of a user with no open interest
+        u = Se.new_zeros(B, K, Se.shape[-1])
+        w = Se.new_zeros(B, L, K)
         for it in range(self.r):
-            w = torch.softmax(b.masked_fill(closed, NEG), dim=-1) * behavior  # w_ij = softmax_j(b_ij)
+            w = torch.softmax(b.masked_fill(closed, NEG), dim=-1) * behavior * open_  # w_ij = softmax_j(b_ij)
             z = torch.einsum("blk,bld->bkd", w, Se)  # z_j = sum_i w_ij S e_i
             u = squash(z)
             if it < self.r - 1:
@@ -224,12 +256,48 @@ def label_aware_attention(V: Tensor, n_interests: Tensor, e_target: Tensor, p: f
     interest closest to the target; p = inf is implemented exactly as that hard argmax.
     """
     s = torch.einsum("bkd,bd->bk", V, e_target)
-    valid = torch.arange(V.shape[1], device=V.device).unsqueeze(0) < n_interests.unsqueeze(1)
+    valid = valid_interests(n_interests, V.shape[1])
     if math.isinf(p):
         a = F.one_hot(s.masked_fill(~valid, NEG).argmax(-1), V.shape[1]).to(V.dtype)
     else:
         a = torch.softmax((p * s).masked_fill(~valid, NEG), dim=-1)
     return torch.einsum("bk,bkd->bd", a, V)
+
+
+def max_over_interests(s: Tensor, valid: Tensor, tau: float = 0.0) -> Tensor:
+    """The serving score of an item, max over the K'u valid interests of e_i . v_u^k, from s [..., K].
+
+    As a training objective (`objective="max"`) it scores the target and every negative the way recall
+    ranks them, so an interest that scores unrelated items high is penalised, which label-aware attention
+    never does: it scores the negatives against the target's interest alone. tau > 0
+    (`objective="logsumexp"`) gives the smooth bound tau * logsumexp_k(s_k / tau), at most tau * log K'u
+    above the max, which passes gradient to every interest in proportion to its softmax weight.
+    """
+    s = s.masked_fill(~valid, NEG)
+    if tau <= 0:
+        return s.max(-1).values
+    return tau * torch.logsumexp(s / tau, dim=-1)
+
+
+def interest_similarity(V: Tensor, n_interests: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean pairwise cosine of each user's valid interests [B], and [B] bool: the user has two or more.
+
+    Values near 1 mean the interests collapsed into copies of one vector (routing collapse).
+    """
+    valid = valid_interests(n_interests, V.shape[1])
+    unit = F.normalize(V, dim=-1)
+    cos = unit @ unit.transpose(1, 2)  # [B, K, K]
+    eye = torch.eye(V.shape[1], dtype=torch.bool, device=V.device)
+    pairs = valid.unsqueeze(1) & valid.unsqueeze(2) & ~eye
+    n_pairs = pairs.sum((1, 2))
+    return (cos * pairs).sum((1, 2)) / n_pairs.clamp(min=1), n_pairs > 0
+
+
+def repel_penalty(V: Tensor, n_interests: Tensor) -> Tensor:
+    """User representation repel (Xiong & Yu 2024): the mean pairwise cosine of a user's interests, averaged
+    over the users that have several. 0 for orthogonal interests, rising to 1 as they align."""
+    sim, has_pairs = interest_similarity(V, n_interests)
+    return (sim * has_pairs).sum() / has_pairs.sum().clamp(min=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,6 +357,8 @@ class Tower(nn.Module):
         item_freq: Tensor | None = None,
     ):
         super().__init__()
+        if cfg.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {cfg.objective!r}: one of {', '.join(OBJECTIVES)}")
         self.cfg = cfg
         self.n_items = n_items
         if item_categories is None:
@@ -322,8 +392,20 @@ class Tower(nn.Module):
         """Pooled item vectors [N+1, d] (row 0 = padding); frozen into item_embeddings.npy."""
         return self.embedding.all()
 
-    def user_vector(self, interests: Tensor, n_interests: Tensor, e_target: Tensor) -> Tensor:
-        return label_aware_attention(interests, n_interests, e_target, self.cfg.p)
+    def user_item_scores(self, interests: Tensor, n_int: Tensor, e_target: Tensor, E: Tensor) -> tuple[Tensor, Tensor]:
+        """Training scores under `cfg.objective`: of each user's target [B] and of the shared items E [n, d], [B, n].
+
+        label_aware (the paper): both are scored against v_u = label-aware attention over the interests,
+        queried by the target. max / logsumexp: each item is scored by (a smooth) max over the valid interests.
+        """
+        if self.cfg.objective == "label_aware":
+            v = label_aware_attention(interests, n_int, e_target, self.cfg.p)
+            return (v * e_target).sum(-1), v @ E.T
+        tau = self.cfg.tau if self.cfg.objective == "logsumexp" else 0.0
+        valid = valid_interests(n_int, interests.shape[1])
+        pos = max_over_interests(torch.einsum("bkd,bd->bk", interests, e_target), valid, tau)
+        items = max_over_interests(torch.einsum("bkd,nd->bnk", interests, E), valid.unsqueeze(1), tau)
+        return pos, items
 
     def train_forward(self, items: Tensor, profile: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """user_tower plus the model's auxiliary loss, from one forward pass."""
@@ -331,19 +413,19 @@ class Tower(nn.Module):
         return interests, n_int, interests.new_zeros(())
 
     def loss(self, items: Tensor, profile: Tensor, target: Tensor) -> Tensor:
-        """Sampled (or full) softmax cross-entropy of the target given the label-aware user vector."""
+        """Sampled (or full) softmax cross-entropy of the target, items scored by `user_item_scores`."""
         interests, n_int, aux = self.train_forward(items, profile)
+        if self.cfg.repel > 0:
+            aux = aux + self.cfg.repel * repel_penalty(interests, n_int)
         e_t = self.embedding(target)
-        v = self.user_vector(interests, n_int, e_t)  # [B, d]
         if self.cfg.sampler == "full":
-            logits = v @ self.item_embeddings().T
-            logits = logits.masked_fill(torch.arange(logits.shape[1], device=v.device) == 0, NEG)
+            _, logits = self.user_item_scores(interests, n_int, e_t, self.item_embeddings())
+            logits = logits.masked_fill(torch.arange(logits.shape[1], device=items.device) == 0, NEG)
             return F.cross_entropy(logits, target) + aux
         neg, log_q = self.sampler(self.cfg.n_neg)
         hit = neg.unsqueeze(0) == target.unsqueeze(1)  # accidental hits: a "negative" that is the target
-        pos_score = (v * e_t).sum(-1, keepdim=True)
-        neg_score = v @ self.embedding(neg).T  # [B, n]
-        pos_logit = pos_score - torch.log(self.sampler.q[target]).unsqueeze(-1)
+        pos_score, neg_score = self.user_item_scores(interests, n_int, e_t, self.embedding(neg))  # [B], [B, n]
+        pos_logit = (pos_score - torch.log(self.sampler.q[target])).unsqueeze(-1)
         neg_logit = (neg_score - log_q.unsqueeze(0)).masked_fill(hit, NEG)
         if self.cfg.hard_neg_beta > 0:
             # REMI's interest-aware hard negatives: importance-reweight the drawn negatives towards
@@ -358,9 +440,8 @@ class Tower(nn.Module):
     def score_all(self, items: Tensor, profile: Tensor) -> Tensor:
         """Serving score of every item, max over valid interests of e_i . v_u^k; [B, N+1]."""
         interests, n_int = self.user_tower(items, profile)
-        s = torch.einsum("bkd,nd->bkn", interests, self.item_embeddings())
-        valid = torch.arange(interests.shape[1], device=items.device).unsqueeze(0) < n_int.unsqueeze(1)
-        return s.masked_fill(~valid.unsqueeze(-1), NEG).max(1).values
+        s = torch.einsum("bkd,nd->bnk", interests, self.item_embeddings())
+        return max_over_interests(s, valid_interests(n_int, interests.shape[1]).unsqueeze(1))
 
 
 class MIND(Tower):
@@ -368,7 +449,7 @@ class MIND(Tower):
 
     def __init__(self, cfg: MINDConfig, n_items: int, **vocab_tensors):
         super().__init__(cfg, n_items, **vocab_tensors)
-        self.routing = B2IRouting(cfg.d, cfg.K, cfg.r, cfg.sigma, cfg.max_len, cfg.routing_seed)
+        self.routing = B2IRouting(cfg.d, cfg.K, cfg.r, cfg.sigma, cfg.max_len, cfg.routing_seed, cfg.whole_history)
         self.h_layer = HLayer(cfg.d + self.profile.out_dim, cfg.hidden, cfg.d, cfg.dropout)
 
     def _capsules(self, items: Tensor, profile: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -386,7 +467,7 @@ class MIND(Tower):
     def _h(self, u: Tensor, k_valid: Tensor, profile: Tensor) -> Tensor:
         p = self.profile(profile).unsqueeze(1).expand(-1, self.cfg.K, -1)
         V = self.h_layer(torch.cat([u, p], dim=-1))
-        return V * (torch.arange(self.cfg.K, device=u.device).unsqueeze(0) < k_valid.unsqueeze(1)).unsqueeze(-1)
+        return V * valid_interests(k_valid, self.cfg.K).unsqueeze(-1)
 
     def user_tower(self, items: Tensor, profile: Tensor) -> tuple[Tensor, Tensor]:
         """items [B, L] int64 (0 = padding), profile [B, F] int64 -> interests [B, K, d], n_interests [B]."""

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model.comirec import ComiRecSA
 from model.data import Split, Vocab, item_popularity, leave_one_out, load_dataset
-from model.metrics import evaluate_split
-from model.mind import MIND, SAMPLERS, MINDConfig, Tower, YouTubeDNN
+from model.metrics import ScoreFn, evaluate_split
+from model.mind import MIND, OBJECTIVES, SAMPLERS, MINDConfig, Tower, YouTubeDNN
 
 # ----------------------------------------------------------------------------- configuration
 # training loop
@@ -93,20 +94,27 @@ def build_model(kind: str, cfg: MINDConfig, split: Split) -> Tower:
         return MIND(cfg, vocab.n_items, **tensors)
     if kind == "youtube_dnn":
         return YouTubeDNN(cfg, vocab.n_items, **tensors)
-    raise ValueError(f"unknown model {kind!r}: mind or youtube_dnn")
+    if kind == "comirec_sa":
+        return ComiRecSA(cfg, vocab.n_items, **tensors)
+    raise ValueError(f"unknown model {kind!r}: mind, youtube_dnn or comirec_sa")
 
 
-def evaluate(model: Tower, split: Split, part: str = "valid") -> dict[str, float]:
-    """HR@10/50/100 and NDCG@50 of the model on the split's validation or test users (eval mode)."""
+def scorer(model: Tower) -> ScoreFn:
+    """The model's serving score of every item as a `model.metrics` score function (call in eval mode)."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
 
     def score(items: np.ndarray, profile: np.ndarray) -> torch.Tensor:
         return model.score_all(torch.as_tensor(items, device=device), torch.as_tensor(profile, device=device)).cpu()
 
+    return score
+
+
+def evaluate(model: Tower, split: Split, part: str = "valid") -> dict[str, float]:
+    """HR@10/50/100 and NDCG@50 of the model on the split's validation or test users (eval mode)."""
+    was_training = model.training
+    model.eval()
     try:
-        return evaluate_split(score, split, part)
+        return evaluate_split(scorer(model), split, part)
     finally:
         model.train(was_training)
 
@@ -228,7 +236,12 @@ _MODEL_FLAGS = {
     "hard_neg_beta": (float, "REMI interest-aware hard negatives, 0 = off"),
     "routing_reg": (float, "REMI routing regularisation weight, 0 = off"),
     "dropout": (float, "dropout in the H-layer"),
+    "objective": (str, "label_aware = the paper's label-aware attention; max = every item scored by the max over "
+                  "interests, as serving does; logsumexp = its smooth bound"),
+    "tau": (float, "temperature of --objective logsumexp"),
+    "repel": (float, "weight of the repel penalty on the mean pairwise cosine of a user's interests, 0 = off"),
 }
+_CHOICES = {"sampler": SAMPLERS, "objective": OBJECTIVES}
 _TRAIN_FLAGS = {
     "epochs": (int, "maximum epochs"),
     "batch_size": (int, "batch size"),
@@ -254,7 +267,7 @@ def _add_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[type, str
             dest=name,
             type=typ,
             default=_env(name, getattr(defaults, name), typ),
-            choices=SAMPLERS if name == "sampler" else None,
+            choices=_CHOICES.get(name),
             help=f"{help_} [MINDSTREAM_{name.upper()}]",
         )
 
@@ -291,12 +304,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=bool(_env("static_k", 0, int)),
         help="always K interests instead of K'u = max(1, min(K, floor(log2 |Iu|))) [MINDSTREAM_STATIC_K]",
     )
+    parser.add_argument(
+        "--whole-history",
+        action="store_true",
+        default=bool(_env("whole_history", 0, int)),
+        help="interest 0 is the routing-free capsule of the whole history (MIND-1's) [MINDSTREAM_WHOLE_HISTORY]",
+    )
     _add_flags(parser, _TRAIN_FLAGS, TrainConfig())
 
 
 def run(args: argparse.Namespace) -> int:
     hidden = tuple(int(h) for h in str(args.hidden).split(",") if h.strip())
-    model_cfg = MINDConfig(**{k: getattr(args, k) for k in _MODEL_FLAGS}, hidden=hidden, dynamic_k=not args.static_k)
+    model_cfg = MINDConfig(**{k: getattr(args, k) for k in _MODEL_FLAGS}, hidden=hidden, dynamic_k=not args.static_k,
+                           whole_history=args.whole_history)
     train_cfg = TrainConfig(**{k: getattr(args, k) for k in _TRAIN_FLAGS}, progress=not args.quiet)
     path = train_release(args.data, args.out, model_cfg, train_cfg, model_kind=args.model, version=args.version)
     manifest = json.loads((path / "manifest.json").read_text())

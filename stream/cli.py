@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "candidates": ("stream.candidates", "print the candidate lists published per user"),
     "train": ("model.train", "train MIND on a dataset and write a model release (models/<version>, CURRENT)"),
     "explain": ("model.explain", "heatmap of a user's routing coupling coefficients (behaviors x interests)"),
-    "eval": ("model.evaluate", "offline comparison: mostpop, itemcf, youtube_dnn, mind_1, mind_k (HR@N, NDCG@50)"),
+    "eval": ("model.evaluate", "offline comparison of mostpop, itemcf and the neural towers (HR@N, NDCG@50)"),
     "worker": ("stream.worker", "run the Faust worker: interest agent (clicks -> interests) and recall agent"),
     "retrain": ("stream.retrain", "daily job: recent clicks from Kafka -> new release -> announce it (hot swap)"),
     "refresh": ("stream.refresh", "recompute every user with stored behaviors with the served model (bounded rate)"),

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model.comirec import ComiRecSA
 from model.mind import (
     MIND,
     B2IRouting,
@@ -16,7 +17,10 @@ from model.mind import (
     NegativeSampler,
     YouTubeDNN,
     interest_number,
+    interest_similarity,
     label_aware_attention,
+    max_over_interests,
+    repel_penalty,
     routing_regularization,
     squash,
 )
@@ -166,7 +170,7 @@ def test_negative_samplers():
 
 
 @pytest.mark.parametrize("sampler", ["uniform", "log_uniform", "popularity", "full"])
-@pytest.mark.parametrize("cls", [MIND, YouTubeDNN])
+@pytest.mark.parametrize("cls", [MIND, YouTubeDNN, ComiRecSA])
 def test_training_learns_a_learnable_task(sampler: str, cls):
     # three item clusters (1-10, 11-20, 21-30); a user browses one and then picks its "hub" item
     cfg = MINDConfig(d=16, K=2, max_len=6, hidden=(32,), profile_dim=4, n_neg=10, sampler=sampler)
@@ -240,3 +244,156 @@ def test_remi_options_change_the_training_objective():
     assert not torch.isclose(hard, plain)
     assert hard > plain
     hard.backward()
+
+
+def _aligned_logits(model, items, profile):
+    """What the aligned objective's full softmax trains on: every item scored by `user_item_scores`."""
+    interests, n = model.user_tower(items, profile)
+    e_t = model.embedding(torch.ones(items.shape[0], dtype=torch.long))  # any target: the item scores ignore it
+    return model.user_item_scores(interests, n, e_t, model.item_embeddings())
+
+
+@pytest.mark.parametrize("whole_history", [False, True])
+def test_aligned_objective_trains_on_the_serving_score(whole_history: bool):
+    cfg = MINDConfig(d=8, K=4, max_len=12, hidden=(16,), profile_dim=4, objective="max", whole_history=whole_history)
+    model = tiny(cfg).eval()
+    items = left_padded([12, 7, 3, 1], 12)
+    profile = torch.tensor([[1, 2], [0, 0], [2, 3], [1, 1]])
+    target = torch.tensor([3, 8, 15, 21])
+    with torch.no_grad():
+        pos, logits = _aligned_logits(model, items, profile)
+        serving = model.score_all(items, profile)
+        # the training logit of every item is the serving score, computed independently here
+        interests, n = model.user_tower(items, profile)
+        by_hand = torch.tensor([
+            [max(float(interests[b, k] @ e) for k in range(int(n[b]))) for e in model.item_embeddings()]
+            for b in range(4)
+        ])
+        pos_t, _ = model.user_item_scores(interests, n, model.embedding(target), model.item_embeddings()[:1])
+    assert torch.allclose(logits, serving, atol=1e-6)
+    assert torch.allclose(serving, by_hand, atol=1e-5)
+    assert torch.allclose(pos_t, serving[torch.arange(4), target], atol=1e-6)
+
+
+@pytest.mark.parametrize("objective", ["max", "logsumexp"])
+@pytest.mark.parametrize("sampler", ["log_uniform", "full"])
+def test_aligned_objectives_give_every_valid_interest_gradient(objective: str, sampler: str):
+    cfg = MINDConfig(d=8, K=4, max_len=12, hidden=(16,), profile_dim=4, n_neg=20, objective=objective,
+                     sampler=sampler)
+    model = tiny(cfg).train()
+    items = left_padded([12] * 32, 12)  # K'u = 3 for everyone
+    profile = torch.zeros(32, 2, dtype=torch.long)
+    target = torch.randint(1, N_ITEMS + 1, (32,), generator=torch.Generator().manual_seed(3))
+    interests, n, _ = model.train_forward(items, profile)
+    interests.retain_grad()
+    e_t = model.embedding(target)
+    neg = torch.arange(1, N_ITEMS + 1)
+    pos, scores = model.user_item_scores(interests, n, e_t, model.embedding(neg))
+    F.cross_entropy(torch.cat([pos.unsqueeze(1), scores], 1), torch.zeros(32, dtype=torch.long)).backward()
+    g = interests.grad.norm(dim=-1)  # [B, K]
+    assert n.tolist() == [3] * 32
+    assert torch.all(g[:, :3].sum(0) > 0)  # over the batch, each valid interest is pushed somewhere
+    assert torch.all(g[:, 3] == 0)  # the closed interest never is
+    # the paper's hard label-aware attention trains one interest per sample only
+    model.zero_grad()
+    la = tiny(MINDConfig(**{**cfg.__dict__, "objective": "label_aware"})).train()
+    interests, n, _ = la.train_forward(items, profile)
+    interests.retain_grad()
+    pos, scores = la.user_item_scores(interests, n, la.embedding(target), la.embedding(neg))
+    F.cross_entropy(torch.cat([pos.unsqueeze(1), scores], 1), torch.zeros(32, dtype=torch.long)).backward()
+    assert torch.all((interests.grad.norm(dim=-1) > 0).sum(1) == 1)
+
+
+def test_smooth_max_bounds_the_max_and_approaches_it():
+    torch.manual_seed(0)
+    s = torch.randn(5, 7, 4)
+    valid = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    hard = max_over_interests(s, valid.unsqueeze(1))
+    for tau in (1.0, 0.1, 0.01):
+        soft = max_over_interests(s, valid.unsqueeze(1), tau)
+        k = valid.sum(1, keepdim=True).float()
+        assert torch.all(soft >= hard - 1e-6) and torch.all(soft <= hard + tau * torch.log(k) + 1e-5)
+    assert torch.allclose(max_over_interests(s, valid.unsqueeze(1), 1e-4), hard, atol=1e-3)
+    # the max of a user's valid interests, never of a closed one
+    assert torch.equal(hard[2], s[2, :, 0])
+
+
+def test_repel_is_zero_for_orthogonal_interests_and_grows_as_they_align():
+    d = 6
+    n = torch.tensor([3])
+    orthogonal = torch.eye(d)[:4].unsqueeze(0) * torch.tensor([2.0, 0.5, 3.0, 9.0]).view(1, 4, 1)
+    assert repel_penalty(orthogonal, n).abs() < 1e-6
+    values = []
+    for a in (0.0, 0.5, 1.0, 2.0, 10.0):  # interests bent towards a shared direction
+        V = torch.eye(d)[:4].unsqueeze(0) + a * torch.eye(d)[5]
+        values.append(float(repel_penalty(V, n)))
+    assert values[0] < 1e-6 and all(x < y for x, y in zip(values, values[1:], strict=False)) and values[-1] > 0.95
+    # interest 3 is closed (K'u = 3): its direction does not count
+    V = torch.eye(d)[:4].unsqueeze(0).clone()
+    V[0, 3] = V[0, 0]
+    assert repel_penalty(V, n).abs() < 1e-6
+    # users with a single interest have no pairs and add nothing
+    sim, has = interest_similarity(torch.randn(2, 4, d), torch.tensor([1, 4]))
+    assert has.tolist() == [False, True] and sim[0] == 0
+
+
+def test_repel_weight_adds_to_the_loss():
+    items = left_padded([10] * 16, 12)
+    profile = torch.zeros(16, 2, dtype=torch.long)
+    target = torch.randint(1, N_ITEMS + 1, (16,), generator=torch.Generator().manual_seed(3))
+
+    def loss_of(repel: float):
+        model = tiny(MINDConfig(d=8, K=4, max_len=12, hidden=(16,), profile_dim=4, n_neg=10, repel=repel)).train()
+        torch.manual_seed(7)
+        return model, model.loss(items, profile, target)
+
+    _, plain = loss_of(0.0)
+    model, repelled = loss_of(1.0)
+    torch.manual_seed(7)
+    V, n, _ = model.train_forward(items, profile)
+    assert torch.isclose(repelled - plain, repel_penalty(V, n), atol=1e-5)
+
+
+def test_whole_history_interest_is_mind_1s_capsule():
+    cfg = MINDConfig(d=8, K=4, max_len=12, hidden=(16,), profile_dim=4, whole_history=True)
+    model = tiny(cfg).eval()
+    one = tiny(MINDConfig(**{**cfg.__dict__, "K": 1, "whole_history": False})).eval()
+    one.routing.S.load_state_dict(model.routing.S.state_dict())
+    items = left_padded([12, 7, 3, 1], 12)
+    e = model.embedding(items)
+    mask = items > 0
+    u, w = model.routing(e, mask, interest_number(mask, 4))
+    u1, _ = one.routing(e, mask, interest_number(mask, 1))
+    assert torch.allclose(u[:, 0], u1[:, 0], atol=1e-6)  # interest 0 = MIND-1's capsule, same S
+    assert torch.equal(w[:, :, 0], mask.float())  # every behavior feeds it fully
+    n = interest_number(mask, 4)
+    assert n.tolist() == [3, 2, 1, 1]
+    for b, k in enumerate(n.tolist()):  # K'u - 1 routed interests, the rest closed
+        assert torch.all(u[b, k:] == 0) and torch.all(w[b, :, k:] == 0)
+        if k > 1:
+            assert torch.allclose(w[b][mask[b]][:, 1:k].sum(-1), torch.ones(int(mask[b].sum())), atol=1e-6)
+    # K = 1: MIND-K with a whole-history interest is MIND-1
+    solo = B2IRouting(d=8, K=1, r=3, sigma=1.0, max_len=12, seed=0, whole_history=True).eval()
+    solo.S.load_state_dict(model.routing.S.state_dict())
+    assert torch.allclose(solo(e, mask, torch.ones(4, dtype=torch.long))[0], u1, atol=1e-6)
+
+
+def test_unknown_objective_is_refused():
+    with pytest.raises(ValueError, match="objective"):
+        tiny(MINDConfig(d=8, K=4, max_len=12, hidden=(16,), profile_dim=4, objective="nope"))
+
+
+def test_comirec_sa_attends_over_real_behaviors_with_k_fixed_interests():
+    model = tiny(cls=ComiRecSA).eval()
+    items = left_padded([12, 5, 1], 12)
+    profile = torch.zeros(3, 2, dtype=torch.long)
+    a = model.coupling(items, profile)
+    interests, n = model.user_tower(items, profile)
+    assert n.tolist() == [4, 4, 4]  # the paper's fixed K
+    assert torch.all(a[items == 0] == 0)
+    assert torch.allclose(a.sum(1), torch.ones(3, 4), atol=1e-6)  # each head's attention sums to 1
+    # V_u^k = sum_l a_lk e_l: a user with one behavior has K copies of its embedding
+    assert torch.allclose(interests[2], model.embedding(items[2, -1:]).expand(4, -1), atol=1e-6)
+    # the amount of padding does not change a user's interests (positions count from the most recent behavior)
+    shorter = items[1:, -6:]  # the users with 5 and 1 behaviors, with less padding
+    assert torch.allclose(model.user_tower(shorter, profile[1:])[0], interests[1:], atol=1e-6)

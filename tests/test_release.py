@@ -205,3 +205,25 @@ def test_current_is_replaced_atomically(ml100k_release: Path, copy_of: Path):
     set_current(root, copy_of.name)
     assert current_release_dir(root) == copy_of
     assert [p.name for p in root.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_release_of_the_serving_aligned_options_records_them_and_keeps_onnx_parity(shared_data: Path, tmp_path: Path):
+    # objective, repel and the whole-history interest change training only, or (whole_history) the routing
+    # graph: the exported tower must still match torch, and the manifest says how the model was trained
+    data = load_dataset(shared_data / "ml-100k")
+    vocab = Vocab.build(data)
+    split = leave_one_out(data, vocab, max_len=50)
+    cfg = MINDConfig(d=16, K=4, max_len=50, hidden=(32,), profile_dim=4, objective="logsumexp", tau=0.2,
+                     repel=0.5, whole_history=True)
+    model = build_model("mind", cfg, split).eval()
+    path = write_release(model, vocab, tmp_path, data_summary=data.summary(), metrics={})
+    release = load_release(path)
+    hyper = release.manifest["hyperparameters"]
+    assert (hyper["objective"], hyper["tau"], hyper["repel"], hyper["whole_history"]) == ("logsumexp", 0.2, 0.5, True)
+    items, profile = np.ascontiguousarray(split.test_items[:64, -30:]), split.profile[:64]
+    ort_int, ort_n = release.user_tower(items, profile)
+    with torch.no_grad():
+        t_int, t_n = model.user_tower(torch.as_tensor(items), torch.as_tensor(profile))
+        t_w = model.coupling(torch.as_tensor(items), torch.as_tensor(profile))
+    assert np.abs(ort_int - t_int.numpy()).max() <= 1e-4 and np.array_equal(ort_n, t_n.numpy())
+    assert np.abs(release.coupling(items, profile) - t_w.numpy()).max() <= 1e-4
