@@ -98,6 +98,12 @@ class ItemEmbedding(nn.Module):
         self.register_buffer("seen", seen, persistent=True)
 
     def forward(self, items: Tensor) -> Tensor:
+        if items.numel() > self.seen.shape[0]:
+            # the same vectors: pooling every catalog row once and gathering is cheaper than pooling each lookup
+            return self.all()[items]
+        return self._pool(items)
+
+    def _pool(self, items: Tensor) -> Tensor:
         cats = self.item_categories[items]  # [..., C]
         id_w = self.seen[items].unsqueeze(-1).float()  # [..., 1]
         cat_w = (cats > 0).unsqueeze(-1).float()  # [..., C, 1]
@@ -106,7 +112,7 @@ class ItemEmbedding(nn.Module):
         return total / count.clamp(min=1.0)  # padding (count 0) stays the zero vector
 
     def all(self) -> Tensor:
-        return self(torch.arange(self.id_emb.num_embeddings, device=self.id_emb.weight.device))
+        return self._pool(torch.arange(self.id_emb.num_embeddings, device=self.id_emb.weight.device))
 
 
 class ProfileEmbedding(nn.Module):
@@ -265,7 +271,8 @@ def label_aware_attention(V: Tensor, n_interests: Tensor, e_target: Tensor, p: f
 
 
 def max_over_interests(s: Tensor, valid: Tensor, tau: float = 0.0) -> Tensor:
-    """The serving score of an item, max over the K'u valid interests of e_i . v_u^k, from s [..., K].
+    """The serving score of an item, max over the K'u valid interests of e_i . v_u^k: s [B, K, ...] -> [B, ...],
+    valid [B, K] as `valid_interests`.
 
     As a training objective (`objective="max"`) it scores the target and every negative the way recall
     ranks them, so an interest that scores unrelated items high is penalised, which label-aware attention
@@ -273,10 +280,10 @@ def max_over_interests(s: Tensor, valid: Tensor, tau: float = 0.0) -> Tensor:
     (`objective="logsumexp"`) gives the smooth bound tau * logsumexp_k(s_k / tau), at most tau * log K'u
     above the max, which passes gradient to every interest in proportion to its softmax weight.
     """
-    s = s.masked_fill(~valid, NEG)
+    s = s.masked_fill(~valid.view(*valid.shape, *([1] * (s.dim() - 2))), NEG)
     if tau <= 0:
-        return s.max(-1).values
-    return tau * torch.logsumexp(s / tau, dim=-1)
+        return s.max(1).values
+    return tau * torch.logsumexp(s / tau, dim=1)
 
 
 def interest_similarity(V: Tensor, n_interests: Tensor) -> tuple[Tensor, Tensor]:
@@ -404,7 +411,7 @@ class Tower(nn.Module):
         tau = self.cfg.tau if self.cfg.objective == "logsumexp" else 0.0
         valid = valid_interests(n_int, interests.shape[1])
         pos = max_over_interests(torch.einsum("bkd,bd->bk", interests, e_target), valid, tau)
-        items = max_over_interests(torch.einsum("bkd,nd->bnk", interests, E), valid.unsqueeze(1), tau)
+        items = max_over_interests(torch.einsum("bkd,nd->bkn", interests, E), valid, tau)
         return pos, items
 
     def train_forward(self, items: Tensor, profile: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -440,8 +447,8 @@ class Tower(nn.Module):
     def score_all(self, items: Tensor, profile: Tensor) -> Tensor:
         """Serving score of every item, max over valid interests of e_i . v_u^k; [B, N+1]."""
         interests, n_int = self.user_tower(items, profile)
-        s = torch.einsum("bkd,nd->bnk", interests, self.item_embeddings())
-        return max_over_interests(s, valid_interests(n_int, interests.shape[1]).unsqueeze(1))
+        s = torch.einsum("bkd,nd->bkn", interests, self.item_embeddings())
+        return max_over_interests(s, valid_interests(n_int, interests.shape[1]))
 
 
 class MIND(Tower):

@@ -306,16 +306,16 @@ def test_aligned_objectives_give_every_valid_interest_gradient(objective: str, s
 
 def test_smooth_max_bounds_the_max_and_approaches_it():
     torch.manual_seed(0)
-    s = torch.randn(5, 7, 4)
+    s = torch.randn(5, 4, 7)  # [users, interests, items]
     valid = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
-    hard = max_over_interests(s, valid.unsqueeze(1))
+    hard = max_over_interests(s, valid)
     for tau in (1.0, 0.1, 0.01):
-        soft = max_over_interests(s, valid.unsqueeze(1), tau)
+        soft = max_over_interests(s, valid, tau)
         k = valid.sum(1, keepdim=True).float()
         assert torch.all(soft >= hard - 1e-6) and torch.all(soft <= hard + tau * torch.log(k) + 1e-5)
-    assert torch.allclose(max_over_interests(s, valid.unsqueeze(1), 1e-4), hard, atol=1e-3)
+    assert torch.allclose(max_over_interests(s, valid, 1e-4), hard, atol=1e-3)
     # the max of a user's valid interests, never of a closed one
-    assert torch.equal(hard[2], s[2, :, 0])
+    assert torch.equal(hard[2], s[2, 0]) and torch.equal(hard[1], s[1, :2].max(0).values)
 
 
 def test_repel_is_zero_for_orthogonal_interests_and_grows_as_they_align():
