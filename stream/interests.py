@@ -40,6 +40,7 @@ class _Pending:
     event_ts: float
     event: faust.types.EventT  # the user's last click of the batch (its partition is the user's)
     consumed: list[float] = field(default_factory=list)  # monotonic consume time of each click applied
+    events: list[faust.types.EventT] = field(default_factory=list)  # the clicks applied, dead-lettered if it fails
 
 
 def interests_message(user_id: str, release: Release, interests: np.ndarray, behaviors: Behaviors,
@@ -81,15 +82,39 @@ class _Recompute:
     event: faust.types.EventT  # the record that caused it: its partition is the user's
 
 
+def run_tower_isolated(release: Release, users: list[_Recompute]
+                       ) -> tuple[list[tuple[_Recompute, np.ndarray, int]], list[tuple[_Recompute, Exception]]]:
+    """One tower run for the batch; if it raises, one run per user, so that an input the tower cannot take
+    (e.g. an item index beyond its embedding table) costs that user's update, not the batch. Returns
+    ([(user, interests [K, d], n_interests)], [(user, error)])."""
+    try:
+        interests, n_interests = run_tower(release, [(u.user_id, u.behaviors) for u in users])
+        return list(zip(users, interests, n_interests, strict=True)), []
+    except Exception as e:
+        if len(users) == 1:
+            return [], [(users[0], e)]
+    done, failed = [], []
+    for u in users:
+        try:
+            interests, n_interests = run_tower(release, [(u.user_id, u.behaviors)])
+            done.append((u, interests[0], n_interests[0]))
+        except Exception as e:
+            failed.append((u, e))
+    return done, failed
+
+
 async def emit(release: Release, users: list[_Recompute], interests_topic: faust.types.TopicT,
                candidates: CandidatesPublisher | None, refresh: bool = False,
-               on_sent: Callable[[str], None] | None = None) -> None:
-    """One tower run for `users`; each user's interests to `user-interests` (`on_sent(user_id)` right after
-    its send) and, with `candidates` (`--role all`), to recall in memory."""
-    interests, n_interests = run_tower(release, [(u.user_id, u.behaviors) for u in users])
+               on_sent: Callable[[str], None] | None = None) -> list[tuple[_Recompute, Exception]]:
+    """The tower for `users`; each user's interests to `user-interests` (`on_sent(user_id)` right after
+    its send) and, with `candidates` (`--role all`), to recall in memory. Returns the users whose tower run
+    failed, with the error (logged here; the caller dead-letters or counts them)."""
+    done, failed = run_tower_isolated(release, users)
+    for u, e in failed:
+        log.error("user tower of %s failed for user %s: %r", release.version, u.user_id, e)
     requests = []
-    for row, u in enumerate(users):
-        vectors = kept_interests(interests[row], n_interests[row])
+    for u, user_interests, n_interests in done:
+        vectors = kept_interests(user_interests, n_interests)
         value = interests_message(u.user_id, release, vectors, u.behaviors, u.event_ts)
         if refresh:
             value["refresh"] = True  # so recall leaves it out of the click -> candidates latency
@@ -97,8 +122,9 @@ async def emit(release: Release, users: list[_Recompute], interests_topic: faust
         if on_sent is not None:
             on_sent(u.user_id)
         requests.append(RecallRequest(u.user_id, release, vectors, u.behaviors.items, u.event_ts, u.event, refresh))
-    if candidates is not None:
+    if candidates is not None and requests:
         await candidates.publish(requests)
+    return failed
 
 
 def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
@@ -141,6 +167,7 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
                          f"item {click.item_id!r} not in model {release.version}; kept in the sequence")
         entry = pending.setdefault(click.user_id, _Pending(state, click.ts, event))
         entry.event_ts, entry.event = click.ts, event
+        entry.events.append(event)
         entry.consumed.append(getattr(event.message, "time_in", None) or time.monotonic())
 
     async def publish(release: Release, pending: dict[str, _Pending]) -> None:
@@ -156,7 +183,10 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
             for consumed in pending[user_id].consumed:
                 metrics.RECOMPUTE_SECONDS.observe(max(0.0, now - consumed))
 
-        await emit(release, users, interests_topic, candidates, on_sent=sent)
+        for u, e in await emit(release, users, interests_topic, candidates, on_sent=sent):
+            # applied to the sequence, but no interests came of it: each of its clicks is a dead letter
+            for event in pending[u.user_id].events:
+                await reject(event.key, event.value, "processing_error", f"user tower: {e!r}")
 
     @app.agent(clicks_topic, name="interests")
     async def interest_agent(stream: faust.StreamT) -> None:
@@ -217,5 +247,6 @@ def install_refresh(app: faust.App, settings: Settings, registry: ReleaseRegistr
         metrics.REFRESHES.labels(status="unknown_items").inc(len(users) - len(batch))
         if not batch:
             return
-        await emit(release, batch, interests_topic, candidates, refresh=True)
-        metrics.REFRESHES.labels(status="ok").inc(len(batch))
+        failed = await emit(release, batch, interests_topic, candidates, refresh=True)
+        metrics.REFRESHES.labels(status="ok").inc(len(batch) - len(failed))
+        metrics.REFRESHES.labels(status="error").inc(len(failed))

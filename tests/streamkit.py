@@ -253,11 +253,13 @@ class TopicReader:
 
 def read_topic(bootstrap: str, topic: str, done: Callable[[list], bool], timeout_s: float,
                worker: Worker | None = None) -> list:
-    """Every record of `topic` (all partitions, from the start) until `done(records)` or the timeout; fails at
-    once if `worker` exits (its log is then the error)."""
+    """Every record of `topic` (all partitions, from the start) once `done(records)` holds. Fails when the
+    timeout passes first (never partial data), and at once if `worker` exits (its log is then the error)."""
     reader = TopicReader(bootstrap, topic)
     try:
-        wait_until(lambda: done(reader.poll()), timeout_s, [worker] if worker is not None else [], poll_s=0)
+        if not wait_until(lambda: done(reader.poll()), timeout_s, [worker] if worker is not None else [], poll_s=0):
+            tail = f"; log of {worker.name}:\n{worker.log_path.read_text()[-3000:]}" if worker is not None else ""
+            raise AssertionError(f"{topic}: not done after {timeout_s:.0f} s, {len(reader.records)} records{tail}")
         return reader.records
     finally:
         reader.close()

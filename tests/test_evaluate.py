@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -20,6 +21,25 @@ def _click_log(path, n_users=40, n_items=30, length=8, seed=0):
         for t, item in enumerate(rng.choice(pool, size=length, replace=False)):
             lines.append(f"user{u},item{item},{1000 + t}")
     path.write_text("\n".join(lines) + "\n")
+
+
+def mostpop_by_hand(path, n: int) -> float:
+    """HR@n of MostPop under ../shared/data/README.md's protocol, straight from a user_id,item_id,ts CSV:
+    popularity = occurrences in the training parts (all but each user's last two items); the last item ranks
+    against every item not in the user's history, ties counted half."""
+    rows = [line.split(",") for line in path.read_text().splitlines()[1:]]
+    seqs: dict[str, list[str]] = {}
+    for user, item, _ts in sorted(rows, key=lambda r: (r[0], float(r[2]))):
+        seqs.setdefault(user, []).append(item)
+    catalog = {item for seq in seqs.values() for item in seq}
+    pop = Counter(item for seq in seqs.values() for item in seq[:-2])
+    hits = []
+    for seq in seqs.values():
+        target, history = seq[-1], set(seq[:-1]) - {seq[-1]}
+        others = [pop[i] for i in catalog - history - {target}]
+        rank = sum(p > pop[target] for p in others) + sum(p == pop[target] for p in others) / 2
+        hits.append(rank < n)
+    return sum(hits) / len(hits)
 
 
 def test_eval_writes_reports_with_the_contract_schema(tmp_path):
@@ -40,8 +60,11 @@ def test_eval_writes_reports_with_the_contract_schema(tmp_path):
         assert "HR@50_std" in r and r["HR@50_std"] >= 0
     assert results["toy"]["mostpop"]["params"] == 0
     assert results["toy"]["mind_k"]["params"] > 0 and results["toy"]["mind_k"]["seeds"] == 2
-    # 30 items: every target is in the top 50, whatever the scorer
-    assert results["toy"]["mostpop"]["HR@50"] == 1.0
+    # MostPop by hand, from the CSV (second implementation of the protocol): on 30 items HR@50 is 1 whatever the
+    # scorer, HR@10 is not
+    for n in (10, 50):
+        assert results["toy"]["mostpop"][f"HR@{n}"] == pytest.approx(mostpop_by_hand(data_dir / "clicks.csv", n))
+    assert results["toy"]["mostpop"]["HR@10"] < 1.0
     md = (out / "offline_eval.md").read_text()
     assert "mindstream eval" in md and "machine:" in md and "| mind_k |" in md
     assert (out / "offline_eval.png").stat().st_size > 0

@@ -54,8 +54,20 @@ def check_outcome(result: Click | InvalidEvent) -> None:
 @example(raw=b"", key=None)
 @example(raw=b"\xc3\x28", key=b"u1")  # invalid UTF-8 continuation
 @example(raw=b"\xef\xbb\xbf{}", key=None)  # a UTF-8 byte-order mark before the JSON
-def test_arbitrary_bytes_never_raise(raw: bytes, key: bytes | None) -> None:
-    check_outcome(parse_click(raw, key))
+@example(raw=b"NaN", key=None)
+@example(raw=b"[1]", key=b"u1")
+@example(raw=b"{}", key=b"u1")
+@example(raw=b'{"user_id": "u1", "item_id": "i9", "ts": 1}', key=b"u1")
+def test_arbitrary_bytes_never_raise_and_fail_at_the_reference_stage(raw: bytes, key: bytes | None) -> None:
+    result = parse_click(raw, key)
+    check_outcome(result)
+    expected = reference_reason(raw, key)
+    if expected == "":
+        assert isinstance(result, Click), result
+    elif expected == "fields":
+        assert isinstance(result, InvalidEvent) and result.reason in FIELD_REASONS, result
+    else:
+        assert isinstance(result, InvalidEvent) and result.reason == expected, (expected, result)
 
 
 @FUZZ
@@ -96,6 +108,31 @@ def reference_valid(obj: dict, key: bytes | None) -> bool:
                                     and all(isinstance(v, str) and _utf8(v) and _utf8(k) for k, v in profile.items())):
         return False
     return key is None or key == obj["user_id"].encode()
+
+
+FIELD_REASONS = {events.MISSING_FIELD, events.WRONG_TYPE, events.BAD_VALUE, events.KEY_MISMATCH}
+
+
+def _no_constants(name: str) -> float:
+    raise ValueError(name)
+
+
+def reference_reason(raw: bytes, key: bytes | None, max_bytes: int = 16384) -> str:
+    """The contract's judgement of a record's bytes, stage by stage: oversized, not UTF-8, not JSON (NaN and
+    Infinity are not JSON), not an object, then its fields ("fields": one of FIELD_REASONS); "" = a valid click."""
+    if len(raw) > max_bytes:
+        return events.OVERSIZED
+    try:
+        text = raw.decode("utf-8", errors="strict")
+    except UnicodeDecodeError:
+        return events.NOT_UTF8
+    try:
+        obj = json.loads(text, parse_constant=_no_constants)
+    except (ValueError, RecursionError):
+        return events.NOT_JSON
+    if not isinstance(obj, dict):
+        return events.NOT_OBJECT
+    return "" if reference_valid(obj, key) else "fields"
 
 
 @st.composite

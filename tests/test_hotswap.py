@@ -29,46 +29,19 @@ from prometheus_client import REGISTRY
 
 from infra.broker import EmbeddedBroker
 from model.data import load_dataset
-from model.mind import MINDConfig
 from model.release import load_release, set_current
-from model.train import TrainConfig, train_release
 from stream.announce import Announcement, announcement_for, publish
 from stream.hotswap import OK, REJECTED, SKIPPED, handle
 from stream.releases import ReleaseRegistry
 from stream.rollback import previous_version
+from tests.conftest import V2_PREFIX
 from tests.streamkit import Worker, broker_with_topics, read_topic
 
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 2
-V2_PREFIX = "b:"
 
 
 # ---------------------------------------------------------------------------------------------- releases
-
-
-@pytest.fixture(scope="module")
-def v2_dir(ml100k_release: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A release with item ids "b:<movielens id>" (trained after v1, so its created_ts is later)."""
-    ml = load_dataset(shared_data / "ml-100k")
-    tmp = tmp_path_factory.mktemp("v2")
-    data = tmp / "clicks-b.jsonl"
-    with data.open("w") as f:
-        for user in sorted(ml.sequences, key=int)[:300]:
-            for ts, item in enumerate(ml.sequences[user]):
-                f.write(json.dumps({"user_id": user, "item_id": V2_PREFIX + item, "ts": ts}) + "\n")
-    return train_release(data, tmp / "models", MINDConfig(d=16, K=4, max_len=20, hidden=(32,), profile_dim=4),
-                         TrainConfig(epochs=1, batch_size=512, threads=1, progress=False))
-
-
-@pytest.fixture
-def models(ml100k_release: Path, v2_dir: Path, tmp_path: Path) -> Path:
-    """models/ holding v1 and v2, CURRENT = v1."""
-    root = tmp_path / "models"
-    root.mkdir()
-    for release in (ml100k_release, v2_dir):
-        shutil.copytree(release, root / release.name)
-    set_current(root, ml100k_release.name)
-    return root
 
 
 def corrupt_copies(release: Path, where: Path) -> dict[str, Path]:

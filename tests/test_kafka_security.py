@@ -302,6 +302,9 @@ def test_every_kafka_python_client_gets_the_settings(sasl_ssl: None, cafile: str
 def test_plaintext_clients_are_built_as_before(recorded: list) -> None:
     _run_produce()
     _run_refresh()
+    # every client the two commands build was recorded (an empty record would pass the loop below)
+    assert [name for name, _ in recorded] == ["KafkaAdminClient", "KafkaProducer", "KafkaConsumer", "KafkaConsumer",
+                                              "KafkaProducer"]
     for name, kwargs in recorded:
         assert not any(k.startswith(("security_", "sasl_", "ssl_")) for k in kwargs), (name, kwargs)
 

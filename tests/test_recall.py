@@ -9,7 +9,7 @@ import hnswlib
 import numpy as np
 import pytest
 
-from stream.recall import BadInterests, parse_interests, recall
+from stream.recall import BadInterests, parse_interests, recall, recall_batch
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,18 @@ def test_parse_interests_rejects_what_recall_cannot_use() -> None:
                 b'{"user_id": "u", "model_version": "v", "interests": [["a"]]}'):
         with pytest.raises(BadInterests):
             parse_interests(bad)
+
+
+def test_a_batch_of_users_with_different_interest_counts_equals_each_user_alone(release: SimpleNamespace) -> None:
+    """One hnswlib query for the interests of several users (K'u = 1, 3, 2, 4): each user's list is the one
+    `recall` gives that user alone, and the brute-force max over that user's interests only."""
+    rng = np.random.default_rng(11)
+    users = [(rng.normal(size=(k, 8)).astype(np.float32), set(release.item_ids[k * 7:k * 7 + 5])) for k in (1, 3, 2, 4)]
+    batch = recall_batch(release, users, 15)
+    assert len(batch) == len(users)
+    for (interests, history), got in zip(users, batch, strict=True):
+        assert got == recall(release, interests, history, 15)
+        assert [c["item_id"] for c in got] == brute_force(release, interests, history, 15)
+        assert max(c["interest"] for c in got) < interests.shape[0]  # never credited to another user's row
+    # the users' lists differ: rows were not shared between users
+    assert len({tuple(c["item_id"] for c in got) for got in batch}) == len(users)

@@ -15,8 +15,9 @@ from model.data import load_dataset
 from model.mind import MINDConfig
 from model.release import current_release_dir, load_release
 from model.train import TrainConfig
-from stream.announce import Announcement
+from stream.announce import Announcement, publish
 from stream.retrain import retrain
+from tests.streamkit import read_topic
 
 TINY_MODEL = MINDConfig(d=8, K=2, max_len=10, hidden=(16,), profile_dim=4)
 TINY_TRAIN = TrainConfig(epochs=1, batch_size=256, threads=1, progress=False)
@@ -108,6 +109,11 @@ def test_retrain_without_clicks_or_base_fails_and_announces_nothing(tmp_path: Pa
     with EmbeddedBroker() as broker:
         with pytest.raises(DataError):
             retrain(tmp_path / "models", broker.bootstrap, model_cfg=TINY_MODEL, train_cfg=TINY_TRAIN)
+        # model-releases read to a marker published now: the marker is all it holds
+        publish(broker.bootstrap, "model-releases", Announcement("marker", "/nowhere", "0" * 64, 0.0))
+        records = read_topic(broker.bootstrap, "model-releases",
+                             lambda rs: any(Announcement.parse(r.value).version == "marker" for r in rs), 60)
+        assert [Announcement.parse(r.value).version for r in records] == ["marker"]
     assert not (tmp_path / "models" / "CURRENT").exists()
     assert not list((tmp_path / "models").glob("*/manifest.json"))
     assert not list((tmp_path / "models").glob("datasets/*"))

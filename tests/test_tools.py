@@ -7,13 +7,14 @@ import time
 from collections import Counter
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from infra.broker import EmbeddedBroker
 from model.data import load_dataset
 from stream.cli import main
 from stream.simulate import ClickSimulator, SimConfig, write_jsonl
+from tests.streamkit import read_topic
 
 SMALL = SimConfig(n_users=60, n_items=400, n_categories=20, clicks_per_user=40, seed=7)
 
@@ -87,22 +88,7 @@ def broker():
 
 
 def _read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 15.0) -> list:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not consumer.partitions_for_topic(topic) and time.monotonic() < deadline:
-            consumer.topics()
-            time.sleep(0.1)
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        got = []
-        while len(got) < expected and time.monotonic() < deadline:
-            for recs in consumer.poll(timeout_ms=200).values():
-                got.extend(recs)
-        return got
-    finally:
-        consumer.close()
+    return read_topic(bootstrap, topic, lambda rs: len(rs) >= expected, timeout_s)
 
 
 def test_produce_replays_a_click_log_keyed_by_user(broker, tmp_path, capsys):
