@@ -107,6 +107,8 @@ def served(ml100k_release: Path, shared_data: Path, tmp_path_factory: pytest.Tem
     with broker_with_topics(tmp / "broker.log", PARTITIONS) as broker:
         worker = Worker(broker.bootstrap, ml100k_release, tmp / "state", tmp / "worker.log", PARTITIONS, top_n=50)
         try:
+            # clicks sent once the worker serves, so the page's click -> list time is the pipeline's, not the start's
+            assert wait_until(worker.serving, 120, [worker])
             now = time.time()
             producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
             sent: dict[str, list[str]] = {}
