@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from model.data import Vocab, leave_one_out, load_dataset
 from model.mind import MINDConfig
+from model.progress import Progress
 from model.release import load_release, write_release
 from model.train import TrainConfig, build_model, seed_everything
 
@@ -164,7 +164,8 @@ def main() -> int:
             per_call_ms(fn, 10)
         runs: dict[str, list[float]] = {k: [] for k in ("onnx_b1", "torch_b1", "onnx_b64", "torch_b64", "train")}
         calls64 = max(10, args.calls // 8)
-        for _ in tqdm(range(args.repeats), desc="repeats", unit="rep"):
+        progress = Progress("repeats", total=args.repeats, unit="rep")
+        for _ in range(args.repeats):
             runs["onnx_b1"].append(per_call_ms(ort_b1, args.calls))
             runs["torch_b1"].append(per_call_ms(torch_b1, args.calls))
             runs["onnx_b64"].append(per_call_ms(ort_b64, calls64) / 64)
@@ -173,6 +174,8 @@ def main() -> int:
             runs["train"].append(train_samples_per_s(model, split, TrainConfig().batch_size, args.train_steps))
             torch.set_num_threads(args.threads)
             model.eval()
+            progress.update()
+        progress.close()
 
     med = {k: statistics.median(v) for k, v in runs.items()}
     result = {

@@ -8,16 +8,8 @@ set -euo pipefail
 if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
   exit 0
 fi
-if [ "$(id -u)" -ne 0 ]; then
-  echo "install_prometheus.sh: prometheus is missing and installing it needs root (apt-get install prometheus)" >&2
-  exit 1
-fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-# --no-install-recommends: the server and promtool only, not the node exporter and friends.
-apt-get install -y -q --no-install-recommends prometheus
+bash "$(dirname "$0")/install_debian.sh" prometheus prometheus promtool
 # A package post-install may have started the service through an init script; tests use their own server.
 if command -v service >/dev/null 2>&1; then
   service prometheus stop >/dev/null 2>&1 || true
 fi
-command -v prometheus >/dev/null && command -v promtool >/dev/null

@@ -372,12 +372,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stream.errors import CommandError  # the command-line edge: main() prints it as one line
+
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        print(f"unknown methods {unknown}; choose from {', '.join(METHODS)}", file=sys.stderr)
-        return 2
-    base = replace(MINDConfig(), **parse_overrides(args.set))
+        raise CommandError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    try:
+        base = replace(MINDConfig(), **parse_overrides(args.set))
+    except ValueError as e:  # a bad --set
+        raise CommandError(str(e)) from e
     train_cfg = TrainConfig(epochs=args.epochs, device=args.device, progress=not args.quiet)
     seeds = [train_cfg.seed + i for i in range(args.seeds)]
     device = resolve_device(args.device)

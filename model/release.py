@@ -1,6 +1,7 @@
 """Model releases: write one directory per version, verify and load one (layout in ARCHITECTURE.md).
 
     models/<version>/manifest.json, user_tower.onnx, item_embeddings.npy, item_ids.txt, items.hnsw
+                     [item_categories.json]  (optional: written when the training data had categories)
     models/CURRENT
 
 A release is written into a hidden temporary directory and renamed into place, and CURRENT is
@@ -10,6 +11,7 @@ every checksum, every shape against every other, and runs the tower once before 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -31,6 +33,9 @@ from model.mind import MIND, Tower
 
 VERIFY_SAMPLE = 4096  # index rows compared with the embeddings when a release is loaded
 FILES = ("user_tower.onnx", "item_embeddings.npy", "item_ids.txt", "items.hnsw")
+# {item_id: [category, ...]} of the training data, for people (the per-user page), not for the tower (whose
+# category embeddings are inside user_tower.onnx). Optional; checked like every file the manifest lists.
+ITEM_CATEGORIES = "item_categories.json"
 FORMAT = 1
 ONNX_OPSET = 17
 HNSW_M = 16
@@ -156,6 +161,10 @@ def write_release(
         raise ReleaseError(f"model has {emb.shape[0]} items, vocabulary {vocab.n_items}")
     np.save(tmp / "item_embeddings.npy", emb, allow_pickle=False)
     (tmp / "item_ids.txt").write_text("".join(f"{i}\n" for i in vocab.item_ids), encoding="utf-8")
+    item_categories = {item: [vocab.categories[c - 1] for c in cats]
+                       for item, cats in zip(vocab.item_ids, vocab.item_category_lists[1:], strict=True) if cats}
+    if item_categories:
+        (tmp / ITEM_CATEGORIES).write_text(json.dumps(item_categories, separators=(",", ":")), encoding="utf-8")
     index = hnswlib.Index(space="ip", dim=emb.shape[1])
     index.init_index(max_elements=emb.shape[0], ef_construction=HNSW_EF_CONSTRUCTION, M=HNSW_M, random_seed=100)
     index.add_items(emb, np.arange(emb.shape[0]))
@@ -188,7 +197,7 @@ def write_release(
             },
             "opset": ONNX_OPSET,
         },
-        "files": {name: sha256_file(tmp / name) for name in FILES},
+        "files": {name: sha256_file(tmp / name) for name in (*FILES, ITEM_CATEGORIES) if (tmp / name).exists()},
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, final)
@@ -224,6 +233,14 @@ class Release:
     @property
     def max_len(self) -> int:
         return int(self.manifest["max_len"])
+
+    @functools.cached_property
+    def item_categories(self) -> dict[str, list[str]]:
+        """Categories per item id from the training data ({} if the release has none). Read on first use: only
+        the per-user page needs it, and a swap should not wait for it (its checksum was verified at load)."""
+        if ITEM_CATEGORIES not in self.manifest["files"]:
+            return {}
+        return json.loads((self.path / ITEM_CATEGORIES).read_text(encoding="utf-8"))
 
     def _feed(self, items: np.ndarray, profile: np.ndarray | None) -> dict[str, np.ndarray]:
         items = np.ascontiguousarray(items, dtype=np.int64)

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from model.comirec import ComiRecSA
 from model.data import Split, Vocab, item_popularity, leave_one_out, load_dataset
 from model.metrics import ScoreFn, evaluate_split
 from model.mind import MIND, OBJECTIVES, SAMPLERS, MINDConfig, Tower, YouTubeDNN
+from model.progress import Progress
 
 # ----------------------------------------------------------------------------- configuration
 # training loop
@@ -52,7 +52,7 @@ class TrainConfig:
     seed: int = SEED
     device: str = DEVICE
     threads: int = THREADS
-    progress: bool = True  # tqdm bar with loss and validation HR@50
+    progress: bool = True  # a line per epoch (loss, validation HR@50); on a terminal, a bar too
 
 
 @dataclass
@@ -144,7 +144,7 @@ def _fit(model: Tower, split: Split, cfg: TrainConfig) -> FitResult:
     history: list[dict] = []
     samples, t0, bad = 0, time.perf_counter(), 0
     steps = math.ceil(n / cfg.batch_size)
-    bar = tqdm(total=cfg.epochs * steps, disable=not cfg.progress, unit="batch", dynamic_ncols=True)
+    bar = Progress("training", total=cfg.epochs * steps, unit="batch", enabled=cfg.progress)
     epoch = 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -160,10 +160,11 @@ def _fit(model: Tower, split: Split, cfg: TrainConfig) -> FitResult:
             samples += len(idx)
             bar.update(1)
             if s % 20 == 0:
-                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", valid_hr50=f"{max(best['hr'], 0):.4f}")
+                bar.status(epoch=epoch, loss=f"{loss.item():.3f}", valid_hr50=f"{max(best['hr'], 0):.4f}")
         valid = evaluate(model, split, "valid")
         history.append({"epoch": epoch, "loss": loss_sum / steps, **{f"valid_{k}": v for k, v in valid.items()}})
-        bar.set_postfix(epoch=epoch, loss=f"{loss_sum / steps:.3f}", valid_hr50=f"{valid['HR@50']:.4f}")
+        bar.line(f"epoch {epoch}/{cfg.epochs}: loss {loss_sum / steps:.4f}  valid HR@50 {valid['HR@50']:.4f}  "
+                 f"({time.perf_counter() - t0:.1f} s)")
         if valid["HR@50"] > best["hr"]:
             state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             best, bad = {"hr": valid["HR@50"], "epoch": epoch, "state": state}, 0
@@ -256,7 +257,10 @@ _TRAIN_FLAGS = {
 
 def _env(name: str, default, typ):
     raw = os.environ.get(f"MINDSTREAM_{name.upper()}")
-    return default if raw is None else typ(raw)
+    try:
+        return default if raw is None else typ(raw)
+    except ValueError:
+        raise ValueError(f"MINDSTREAM_{name.upper()}={raw!r} is not {typ.__name__}") from None
 
 
 def _add_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[type, str]], defaults: object) -> None:

@@ -121,8 +121,10 @@ def print_candidates(values: Iterator[dict], top: int, as_json: bool, out: TextI
 
 
 def run(args: argparse.Namespace) -> int:
+    from stream.errors import CommandError
+
     if args.top < 1:
-        raise SystemExit("mindstream candidates: --top must be >= 1")
+        raise CommandError("--top must be >= 1")
     values = read_candidates(args.bootstrap, args.topic, user=args.user, follow=args.follow,
                              from_end=args.new_only)
     try:

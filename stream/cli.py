@@ -2,12 +2,17 @@
 
 Each subcommand lives in the module that does the work; that module exposes
 `configure(parser)` (its flags, with defaults from the environment) and `run(args) -> int`.
+
+An expected failure (stream/errors.py: bad data, a missing file or release, an unreachable broker, a bad
+flag or environment value) is one line on stderr, `mindstream <command>: <message>`, and exit status 2.
+`--debug` (anywhere on the command line) or MINDSTREAM_DEBUG=1 shows its traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help). Modules are imported only when their command is used.
@@ -27,11 +32,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+DEBUG_ENV = "MINDSTREAM_DEBUG"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: argparse's own prints the whole usage first."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mindstream",
         description="Streaming multi-interest recommendation (MIND) on Kafka, Faust, ONNX Runtime and hnswlib.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an expected failure (also after COMMAND; env {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_) in COMMANDS.items():
@@ -46,13 +63,26 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
-    from stream.kafka_security import KafkaSecurityError
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    from stream.errors import expected_message
 
+    wanted = next((a for a in argv if not a.startswith("-")), "")
+    try:
+        parser = build_parser(argv)
+    except ValueError as e:  # configure() reads flag defaults from the environment
+        if debug:
+            raise
+        print(f"mindstream {wanted}: an environment variable holds a bad value: {e}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except KafkaSecurityError as e:  # a configuration mistake: the message says which variable to fix
-        print(f"mindstream {args.command}: {e}", file=sys.stderr)
+    except Exception as e:
+        message = None if debug else expected_message(e, args)
+        if message is None:
+            raise
+        print(f"mindstream {args.command}: {message}", file=sys.stderr)
         return 2
 
 

@@ -66,7 +66,10 @@ class Settings:
             if raw is None or raw == "":
                 continue
             default = getattr(cls, f.name)
-            values[f.name] = type(default)(raw)
+            try:
+                values[f.name] = type(default)(raw)
+            except ValueError:
+                raise ValueError(f"{name}={raw!r} is not {type(default).__name__}") from None
         return cls(**values)
 
     def topic(self, base: str) -> str:

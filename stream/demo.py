@@ -237,9 +237,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from model.data import DataError, load_dataset
+    from model.data import load_dataset
     from model.mind import MINDConfig
     from model.train import TrainConfig, train_release
+    from stream.errors import CommandError
     from stream.produce import ensure_topics, limit_users, open_source, pipeline_topics, produce
     from stream.simulate import ClickSimulator, SimConfig, write_jsonl
 
@@ -254,10 +255,7 @@ def _run(args: argparse.Namespace) -> int:
         write_jsonl(sim.events(), data_path, total=sim.expected_events())
     else:
         data_path = args.data
-    try:
-        dataset = load_dataset(data_path)
-    except DataError as e:
-        raise SystemExit(f"mindstream demo: {e}") from None
+    dataset = load_dataset(data_path)
     print(f"dataset: {dataset.summary()}")
 
     models = work / "models"
@@ -267,7 +265,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             release_dir = current_release_dir(models)
         except ReleaseError as e:
-            raise SystemExit(f"mindstream demo: --reuse-model: {e}") from None
+            raise CommandError(f"--reuse-model: {e}") from None
         _step(f"serving the existing release {release_dir}")
     else:
         _step(f"training MIND on {data_path} ({args.epochs} epochs, small budget)")
@@ -310,7 +308,7 @@ def _run(args: argparse.Namespace) -> int:
         warm = {"event_id": f"demo-warmup-{time.time()}", "user_id": "demo-warmup", "item_id": events[0]["item_id"]}
         produce(iter([warm]), bootstrap, settings.topic(CLICKS), progress=False)
         if not collector.wait_for(lambda: bool(collector.values), 120, workers):
-            raise SystemExit("mindstream demo: no candidates 120 s after the first click; worker logs: "
+            raise CommandError("no candidates 120 s after the first click; worker logs: "
                              + ", ".join(str(w.log_path) for w in workers))
         print(f"serving after {time.monotonic() - t_wait:.1f} s")
 

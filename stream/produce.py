@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from tqdm import tqdm
-
 from model.data import DataError, iter_json_objects, load_dataset
+from model.progress import Progress
 from stream.config import CANDIDATES, CLICKS, CLICKS_DLQ, USER_INTERESTS, Settings
 from stream.kafka_security import kafka_python_kwargs
 from stream.simulate import ClickSimulator, add_sim_arguments, sim_config_from
@@ -218,9 +217,10 @@ def make_producer(bootstrap: str):
 def send_keyed(items: Iterable[T], to_record: Callable[[T], tuple[bytes, bytes]], bootstrap: str, topic: str,
                rate: float = 0.0, progress: bool = True, total: int | None = None, unit: str = "ev",
                desc: str | None = None) -> SendSummary:
-    """Send one record per item to `topic` at `rate` items/s (0 = as fast as possible), with a progress bar,
-    then flush. `to_record(item)` gives (key, value) and is called when the item is due, so a timestamp it
-    stamps is the send time. A failed send is counted through the producer's errback (it may fail after
+    """Send one record per item to `topic` at `rate` items/s (0 = as fast as possible), with a progress bar
+    (model/progress.py: on a terminal; else one line at the end), then flush. `to_record(item)` gives
+    (key, value) and is called when the item is due, so a timestamp it stamps is the send time. A failed
+    send is counted through the producer's errback (it may fail after
     `send` returned); `sent` counts only the others."""
     producer = make_producer(bootstrap)
     summary = SendSummary()
@@ -230,8 +230,9 @@ def send_keyed(items: Iterable[T], to_record: Callable[[T], tuple[bytes, bytes]]
         summary.first_error = summary.first_error or repr(exc)
 
     pacer = Pacer(rate)
-    bar = tqdm(total=total, unit=unit, desc=desc or f"producing to {topic}", disable=not progress, mininterval=0.5)
+    bar = Progress(desc or f"producing to {topic}", total=total, unit=unit, enabled=progress)
     start = time.perf_counter()
+    ok = False
     try:
         for n, item in enumerate(items):
             pacer.wait(n)
@@ -240,9 +241,10 @@ def send_keyed(items: Iterable[T], to_record: Callable[[T], tuple[bytes, bytes]]
             summary.sent += 1
             bar.update()
         producer.flush()
+        ok = True
     finally:
         summary.elapsed_s = time.perf_counter() - start
-        bar.close()
+        bar.close(summary=ok)
         producer.close()
     summary.sent -= summary.failed
     return summary
@@ -302,24 +304,24 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stream.errors import CommandError
+
     if args.rate < 0 or (args.limit is not None and args.limit < 0) or (args.users is not None and args.users < 1):
-        raise SystemExit("mindstream produce: --rate and --limit must be >= 0, --users >= 1")
+        raise CommandError("--rate and --limit must be >= 0, --users >= 1")
     try:
         sim = ClickSimulator(sim_config_from(args)) if args.simulate else None
-        source = open_source(args.data, sim)
-        events = source.events()
-        total: int | None = source.total
-        if args.users is not None:
-            events, total = limit_users(events, args.users), None
-        print(f"replaying {source.description} to {args.topic} at {args.bootstrap} "
-              f"({'as fast as possible' if not args.rate else f'{args.rate:g} events/s'})", flush=True)
-        s = produce(events, args.bootstrap, args.topic, rate=args.rate, limit=args.limit, keep_ts=args.keep_ts,
-                    progress=not args.no_progress, total=total,
-                    partitions=args.partitions)
-    except DataError as e:
-        raise SystemExit(f"mindstream produce: {e}") from None
-    except ValueError as e:
-        raise SystemExit(f"mindstream produce: {e}") from None
+    except ValueError as e:  # simulator settings out of range
+        raise CommandError(str(e)) from e
+    source = open_source(args.data, sim)
+    events = source.events()
+    total: int | None = source.total
+    if args.users is not None:
+        events, total = limit_users(events, args.users), None
+    print(f"replaying {source.description} to {args.topic} at {args.bootstrap} "
+          f"({'as fast as possible' if not args.rate else f'{args.rate:g} events/s'})", flush=True)
+    s = produce(events, args.bootstrap, args.topic, rate=args.rate, limit=args.limit, keep_ts=args.keep_ts,
+                progress=not args.no_progress, total=total,
+                partitions=args.partitions)
     print(f"sent {s.sent} events of {len(s.users)} users in {s.elapsed_s:.2f} s ({s.rate:,.0f} events/s)"
           + (f"; {s.failed} failed, first error: {s.first_error}" if s.failed else ""))
     return 1 if s.failed else 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 
@@ -103,25 +102,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stream.errors import CommandError
     from stream.produce import ensure_topics
 
     if not args.rate > 0:
-        print("mindstream refresh: --rate must be > 0 (the refresh is bounded)", file=sys.stderr)
-        return 2
+        raise CommandError("--rate must be > 0 (the refresh is bounded)")
     settings = Settings(bootstrap=args.bootstrap, topic_prefix=args.topic_prefix, app_id=args.app_id,
                         partitions=args.partitions)
     topic = settings.topic(REFRESH_REQUESTS)
-    try:
-        users = read_users(args.bootstrap, changelog_topics(settings))
-        if not users:
-            print(f"no stored behaviors in {' or '.join(changelog_topics(settings))}: nothing to refresh")
-            return 0
-        ensure_topics(args.bootstrap, [topic], clicks_partitions(args.bootstrap, settings))
-        print(f"refreshing {len(users)} users via {topic} at {args.bootstrap} ({args.rate:g} users/s)", flush=True)
-        s = request_refresh(users, args.bootstrap, topic, args.rate, progress=not args.no_progress)
-    except TimeoutError as e:
-        print(f"mindstream refresh: {e}", file=sys.stderr)
-        return 2
+    users = read_users(args.bootstrap, changelog_topics(settings))
+    if not users:
+        print(f"no stored behaviors in {' or '.join(changelog_topics(settings))}: nothing to refresh")
+        return 0
+    ensure_topics(args.bootstrap, [topic], clicks_partitions(args.bootstrap, settings))
+    print(f"refreshing {len(users)} users via {topic} at {args.bootstrap} ({args.rate:g} users/s)", flush=True)
+    s = request_refresh(users, args.bootstrap, topic, args.rate, progress=not args.no_progress)
     print(f"requested {s.sent} of {s.users} users in {s.elapsed_s:.2f} s"
           + (f"; {s.failed} failed, first error: {s.first_error}" if s.failed else ""))
     return 1 if s.failed else 0

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from model.data import DataError, load_dataset
+from model.data import load_dataset
 from model.release import ReleaseError, current_release_dir, load_release, new_version, set_current
 from stream.announce import announcement_for, publish
 from stream.config import CLICKS, MODEL_RELEASES, Settings
@@ -196,12 +195,8 @@ def run(args: argparse.Namespace) -> int:
     hidden = tuple(int(h) for h in str(args.hidden).split(",") if h.strip())
     model_cfg = MINDConfig(**{k: getattr(args, k) for k in _MODEL_FLAGS}, hidden=hidden)
     train_cfg = TrainConfig(**{k: getattr(args, k) for k in _TRAIN_FLAGS}, progress=not args.quiet)
-    try:
-        path, stats = retrain(args.models_dir, args.bootstrap, args.topic_prefix, args.days, args.base,
-                              model_cfg, train_cfg, announce=not args.no_announce)
-    except (DataError, ReleaseError, TimeoutError) as e:
-        print(f"mindstream retrain: {e}", file=sys.stderr)
-        return 2
+    path, stats = retrain(args.models_dir, args.bootstrap, args.topic_prefix, args.days, args.base,
+                          model_cfg, train_cfg, announce=not args.no_announce)
     print(json.dumps({"release": str(path), "export": stats.to_dict(),
                       "announced": not args.no_announce}, indent=2))
     return 0

@@ -11,7 +11,6 @@ hot-swap to it, stream/hotswap.py).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from model.release import ReleaseError, current_release_dir, load_release, set_current
@@ -52,11 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        before = current_release_dir(args.models_dir).name
-        version = rollback(args.models_dir, args.bootstrap, args.topic_prefix + MODEL_RELEASES, args.to)
-    except ReleaseError as e:
-        print(f"mindstream rollback: {e}", file=sys.stderr)
-        return 2
+    before = current_release_dir(args.models_dir).name
+    version = rollback(args.models_dir, args.bootstrap, args.topic_prefix + MODEL_RELEASES, args.to)
     print(f"rolled back {before} -> {version}; announced on {args.topic_prefix + MODEL_RELEASES}")
     return 0

@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+
+from model.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -139,9 +140,11 @@ def write_jsonl(events: Iterator[dict], path: Path, total: int | None = None, pr
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     with open(path, "w", encoding="utf-8") as f:
-        for e in tqdm(events, total=total, unit="ev", desc=f"writing {path.name}", disable=not progress):
-            f.write(json.dumps(e, separators=(",", ":")) + "\n")
-            n += 1
+        with Progress(f"writing {path.name}", total=total, unit="ev", enabled=progress) as bar:
+            for e in events:
+                f.write(json.dumps(e, separators=(",", ":")) + "\n")
+                n += 1
+                bar.update()
     return n
 
 
@@ -175,10 +178,12 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stream.errors import CommandError
+
     try:
         cfg = sim_config_from(args)
-    except ValueError as e:
-        raise SystemExit(f"mindstream simulate: {e}") from e
+    except ValueError as e:  # simulator settings out of range
+        raise CommandError(str(e)) from e
     sim = ClickSimulator(cfg)
     n = write_jsonl(sim.events(), args.out, total=sim.expected_events())
     print(f"wrote {n} clicks of {cfg.n_users} users over {cfg.n_items} items in {cfg.n_categories} categories "

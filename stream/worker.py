@@ -83,11 +83,12 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from stream.errors import CommandError
+
     try:
         app, registry = build(settings)
     except (ReleaseError, LookupError) as e:
-        print(f"mindstream worker: no release to serve: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(f"no release to serve: {e}") from e
     print(f"mindstream worker: role={settings.role} model={registry.current.version} bootstrap={settings.bootstrap} "
           f"metrics=http://{settings.web_bind}:{settings.web_port}/metrics", file=sys.stderr, flush=True)
     # faust.Worker installs the SIGTERM/SIGINT handlers that stop the app gracefully, then exits the process

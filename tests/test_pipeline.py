@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,10 +25,17 @@ from kafka.admin import NewTopic
 from infra.broker import EmbeddedBroker
 from model.data import load_dataset
 from model.release import load_release
-from tests.streamkit import Worker, broker_with_topics, metric_value, read_topic
+from tests.schemas import errors, validate_records
+from tests.streamkit import Worker, broker_with_topics, metric_value
+from tests.streamkit import read_topic as read_any_topic
 
 PARTITIONS = 2
 TOP_N = 100
+
+
+def read_topic(bootstrap: str, topic: str, *args, **kwargs) -> list:
+    """tests.streamkit.read_topic, and every record read validates against docs/schemas/<topic>.schema.json."""
+    return validate_records(topic, read_any_topic(bootstrap, topic, *args, **kwargs))
 
 
 def values(records: list) -> list[dict]:
@@ -104,6 +115,13 @@ class Scenario:
         click(self.unknown_only_user, "no-such-movie-either")
         # a redelivered click changes nothing
         self.clicks.append(self.clicks[0])
+        # what producers send is what the clicks schema describes, and the malformed records are not
+        bad = set(self.bad.values())
+        for key, raw in self.clicks:
+            if (key, raw) not in bad:
+                assert not errors("clicks", json.loads(raw)), raw
+        for reason in ("missing_field", "wrong_type"):
+            assert errors("clicks", json.loads(self.bad[reason][1])), reason
 
     @property
     def users(self) -> set[str]:
@@ -256,6 +274,30 @@ def test_bad_events_are_dead_lettered_and_the_valid_ones_around_them_processed(p
     assert 'mindstream_events_total{status="duplicate"} 1.0' in text
     assert f'mindstream_model_info{{version="{s.version}"}} 1.0' in text
     assert 'mindstream_dead_letters_total{reason="oversized"} 1.0' in text
+
+
+def readme_consumer() -> str:
+    """The Python block of the README's "Consuming candidates downstream" section."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Consuming candidates downstream", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_consumer_prints_the_candidate_lists(pipeline: dict) -> None:
+    s: Scenario = pipeline["scenario"]
+    out = subprocess.run([sys.executable, "-c", readme_consumer()], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "KAFKA_BOOTSTRAP": pipeline["broker"].bootstrap})
+    assert out.returncode == 0, out.stderr
+    published: dict[str, list[list[str]]] = {}  # user -> the item ids of each of its lists
+    for v in values(read_topic(pipeline["broker"].bootstrap, "candidates", lambda rs: False, timeout_s=5)):
+        published.setdefault(v["user_id"], []).append([c["item_id"] for c in v["items"]])
+    printed = [re.fullmatch(r"user (\S+) \(model (\S+), (\d+) items\): (.*)", line) for line in out.stdout.splitlines()]
+    assert printed and all(printed), out.stdout[:2000]
+    assert {m[1] for m in printed} == s.users - {s.unknown_only_user}
+    for m in printed:
+        assert m[2] == s.version and int(m[3]) == TOP_N
+        top = [entry.split(" (")[0] for entry in m[4].split("  ")]
+        assert len(top) == 5 and any(ids[:5] == top for ids in published[m[1]]), m[0]
 
 
 def test_restart_keeps_every_behavior_sequence(pipeline: dict) -> None:

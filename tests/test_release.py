@@ -92,7 +92,9 @@ def test_round_trip_of_the_ml100k_release(ml100k_release: Path, shared_data: Pat
     assert m["item_count"] == 1682 and release.embeddings.shape == (1682, m["d"])
     for key in ("d", "K", "max_len", "r", "p"):
         assert key in m["hyperparameters"]
-    assert set(m["files"]) == {"user_tower.onnx", "item_embeddings.npy", "item_ids.txt", "items.hnsw"}
+    assert set(m["files"]) == {"user_tower.onnx", "item_embeddings.npy", "item_ids.txt", "items.hnsw",
+                               "item_categories.json"}
+    assert release.item_categories["1"] == load_dataset(shared_data / "ml-100k").item_categories["1"]
     assert set(release.profile_fields) == {"age", "gender", "occupation"}
     assert 0 < m["metrics"]["test_HR@50"] < 1 and m["data"]["users"] == 943
     # better than chance (50 of 1682 items) after a brief training
@@ -118,8 +120,9 @@ def _rewrite_checksums(path: Path) -> None:
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
-def test_tampered_file_is_rejected(copy_of: Path):
-    f = copy_of / "item_embeddings.npy"
+@pytest.mark.parametrize("name", ["item_embeddings.npy", "item_categories.json"])
+def test_tampered_file_is_rejected(copy_of: Path, name: str):
+    f = copy_of / name
     raw = bytearray(f.read_bytes())
     raw[-3] ^= 0xFF
     f.write_bytes(bytes(raw))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.data import DataError, Vocab, leave_one_out, load_dataset
+from model.data import Vocab, leave_one_out, load_dataset
 from model.explain import user_coupling
 from model.mind import MINDConfig
 from model.release import current_release_dir, load_release
@@ -114,7 +114,7 @@ def test_early_stopping_keeps_the_best_epoch(shared_data: Path):
     assert all(torch.equal(before[k], v) for k, v in result.state_dict.items())
 
 
-def test_explain_draws_the_coupling_heatmap(ml100k_release: Path, shared_data: Path, tmp_path: Path):
+def test_explain_draws_the_coupling_heatmap(ml100k_release: Path, shared_data: Path, tmp_path: Path, capsys):
     release = load_release(ml100k_release)
     data = load_dataset(shared_data / "ml-100k")
     ids, w, k = user_coupling(release, data.sequences["1"], data.user_profile["1"])
@@ -129,6 +129,6 @@ def test_explain_draws_the_coupling_heatmap(ml100k_release: Path, shared_data: P
 
     assert explain("1") == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    with pytest.raises(DataError, match="no user"):
-        explain("nobody")
+    assert explain("nobody") == 2  # an expected error: one line, no traceback (stream/errors.py)
+    assert capsys.readouterr().err == f"mindstream explain: {shared_data / 'ml-100k'}: no user 'nobody'\n"
     assert json.loads((ml100k_release / "manifest.json").read_text())["K"] == k
