@@ -37,7 +37,10 @@ class Demo:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "stream.cli", "demo", "--workdir", str(workdir), "--data", str(data),
                  "--epochs", "1", "--show", "2", "--top", "3", *args],
-                cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
+                cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT,
+                # a shell gives a background job SIGINT ignored, and a child keeps that; the user at a terminal,
+                # whom this test plays, has Ctrl-C delivered
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.seen: dict[int, str] = {}  # pid -> command line
         self._done = threading.Event()
         self._watcher = threading.Thread(target=self._watch, daemon=True)
