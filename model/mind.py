@@ -74,7 +74,7 @@ class ItemEmbedding(nn.Module):
 
     `id_dropout` (DropoutNet, Volkovs et al. 2017): in training, each step leaves out the id embedding of
     that share of the items that have a category, so the category mean alone is trained to stand for an item,
-    which is what serves a new item (stream/new_items.py).
+    which is what serves a new item (model/new_items.py).
     """
 
     def __init__(self, n_items: int, n_categories: int, item_categories: Tensor, seen: Tensor, d: int,

@@ -42,8 +42,9 @@ class ReleaseRegistry:
 
     def add_item(self, item_id: str, category: str) -> bool:
         """Register an item of `category` (from `items` or a click): every held release that was not trained on it
-        indexes it. True when the served release gained it (a new item to count)."""
-        if self.catalog.get(item_id) == category:
+        indexes it. True when the served release gained it (a new item to count). An item the served release
+        was trained on is not kept: a full catalog announced on `items` must not evict the new items."""
+        if self.catalog.get(item_id) == category or (self._current and item_id in self.current.item_index):
             return False
         self.catalog[item_id] = category
         self.catalog.move_to_end(item_id)

@@ -21,14 +21,19 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 
+from model.data import DataError
 from model.mind import MINDConfig
 from model.new_items import NewItems
 from model.release import Release, load_release, set_current
 from model.train import TrainConfig, train_release
 from stream.announce import announcement_for
+from stream.catalog import CatalogItem, parse_item, read_catalog
+from stream.events import Click as EventClick
 from stream.hotswap import OK, handle
+from stream.produce import produce_items
 from stream.recall import recall_batch
 from stream.releases import ReleaseRegistry
+from stream.retrain import write_training_set
 from stream.simulate import ClickSimulator, SimConfig, category_id, item_id
 from tests.streamkit import TopicReader, Worker, broker_with_topics, metric_value, wait_until
 
@@ -239,7 +244,56 @@ def test_the_bound_comes_from_the_registry(releases: dict[str, Path]) -> None:
     for k in range(4):
         registry.add_item(f"b{k}", category)
     assert len(registry.current.new_items) == 2 and list(registry.catalog) == ["b2", "b3"]
+    # items the served release was trained on (a whole catalog announced on `items`) evict nothing
+    for item in registry.current.item_ids[:10]:
+        assert not registry.add_item(item, category)
+    assert list(registry.catalog) == ["b2", "b3"]
     assert isinstance(registry.current.new_items, NewItems)
+
+
+def test_id_dropout_trains_items_as_their_category_alone() -> None:
+    """DropoutNet's option: in training a dropped item is its category mean; at serving every item is pooled."""
+    import torch
+
+    from model.mind import ItemEmbedding
+
+    cats = torch.tensor([[0], [1], [2], [0]])  # item 3 has no category: its id embedding is never dropped
+    emb = ItemEmbedding(3, 2, cats, torch.ones(4, dtype=torch.bool), 8, id_dropout=1.0)
+    items = torch.tensor([1, 2, 3])
+    emb.train()
+    assert torch.allclose(emb(items)[:2], emb.cat_emb.weight[1:3])
+    assert torch.allclose(emb(items)[2], emb.id_emb.weight[3])
+    emb.eval()
+    assert torch.allclose(emb(items)[:2], (emb.id_emb.weight[1:3] + emb.cat_emb.weight[1:3]) / 2)
+    half = ItemEmbedding(1000, 1, torch.ones(1001, 1, dtype=torch.long), torch.ones(1001, dtype=torch.bool), 8,
+                         id_dropout=0.3).train()
+    dropped = torch.isclose(half(torch.arange(1, 1001)), half.cat_emb.weight[1]).all(-1).float().mean()
+    assert 0.2 < float(dropped) < 0.4
+
+
+def test_a_catalog_file_is_read_row_by_row_and_a_bad_row_names_its_line(tmp_path: Path) -> None:
+    jsonl = tmp_path / "items.jsonl"
+    jsonl.write_text('{"item_id": "a", "category": "c1"}\n\n{"item_id": "b", "category": "c2", "ts": 5}\n')
+    assert list(read_catalog(jsonl)) == [CatalogItem("a", "c1"), CatalogItem("b", "c2", 5.0)]
+    csv_file = tmp_path / "items.csv"
+    csv_file.write_text("item_id,category,ts\na,c1,\nb,c2,7.5\n")
+    assert list(read_catalog(csv_file)) == [CatalogItem("a", "c1"), CatalogItem("b", "c2", 7.5)]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"item_id": "a", "category": "c1"}\n{"category": "c2"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: item_id"):
+        list(read_catalog(bad))
+    for raw in (b"[1]", b'{"item_id": ""}', b'{"item_id": "a", "ts": "x"}', b"\xff"):
+        with pytest.raises(ValueError):
+            parse_item(raw)
+
+
+def test_retrain_trains_new_items_with_their_catalog_category(tmp_path: Path) -> None:
+    clicks = [EventClick("u1", "new-1", 1.0), EventClick("u1", "new-2", 2.0, category="c9"),
+              EventClick("u1", "i1", 3.0)]
+    write_training_set(tmp_path / "train.jsonl", clicks, categories={"new-1": "c3", "new-2": "c4"})
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    # the catalog fills a missing category; a click's own category wins
+    assert [r.get("category") for r in rows] == ["c3", "c9", None]
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -373,6 +427,20 @@ def test_e2e_a_first_click_with_its_category_moves_interests_and_is_not_a_dead_l
         dlq.close()
 
 
+def test_e2e_mindstream_produce_items_publishes_a_catalog_the_worker_indexes(e2e: dict, tmp_path: Path) -> None:
+    worker = e2e["worker"]
+    category = e2e["release"].manifest["categories"][0]
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text("".join(json.dumps({"item_id": f"cat-{k}", "category": category}) + "\n" for k in range(5))
+                       + json.dumps({"item_id": "cat-x", "category": "no-such-category"}) + "\n")
+    before = metric_value(worker.metrics(), "mindstream_new_items_total", 'source="items"')
+    sent = produce_items(catalog, e2e["broker"].bootstrap, "items", PARTITIONS, progress=False)
+    assert sent.sent == 6 and not sent.failed
+    # five of them are new items; the one of a category the release does not know is not
+    assert wait_until(lambda: metric_value(worker.metrics(), "mindstream_new_items_total", 'source="items"')
+                      == before + 5, 60, [worker])
+
+
 def test_e2e_a_worker_killed_and_restarted_on_an_empty_state_dir_still_recalls_new_items(
         e2e: dict, sim: ClickSimulator) -> None:
     """Runs after the two tests above: one item came from `items`, the other from a click only."""
@@ -384,7 +452,7 @@ def test_e2e_a_worker_killed_and_restarted_on_an_empty_state_dir_still_recalls_n
     news = {"fresh-" + HELD[3]: category_of(sim, HELD[3]), "fresh-" + HELD[4]: category_of(sim, HELD[4])}
     # the new items come back from the `items` topic alone (the state directory is empty)
     assert wait_until(lambda: worker.serving() and metric_value(worker.metrics(), "mindstream_new_items_total",
-                                                                'source="items"') >= 2, 120, [worker])
+                                                                'source="items"') >= 7, 120, [worker])
     # new users, each a fan of one new item's category
     for k, category in enumerate(news.values()):
         for n, item in enumerate(items_of(sim, release, category, 15)):
