@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -25,14 +26,7 @@ import numpy as np
 from bench.synthetic_release import ensure
 from stream.releases import ReleaseRegistry
 from stream.simulate import category_id
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+from tests.streamkit import rss_bytes
 
 
 def main() -> int:
@@ -52,13 +46,14 @@ def main() -> int:
     cats = [category_id(int(c)) for c in rng.integers(0, args.categories, args.new + args.past)]
     query = np.ascontiguousarray(release.embeddings[:4])
     release.search(query, 100)  # first-touch of the index pages before the baseline
-    base = rss_bytes()
+    base = rss_bytes(os.getpid())
     samples = [{"added": 0, "live": 0, "rss_mib": round(base / 2**20, 1), "seconds": 0.0}]
     t0 = time.perf_counter()
     for n in range(args.new + args.past):
         registry.add_item(f"new-{n}", cats[n])
         if (n + 1) % args.step == 0:
-            samples.append({"added": n + 1, "live": len(release.new_items), "rss_mib": round(rss_bytes() / 2**20, 1),
+            samples.append({"added": n + 1, "live": len(release.new_items),
+                            "rss_mib": round(rss_bytes(os.getpid()) / 2**20, 1),
                             "seconds": round(time.perf_counter() - t0, 2)})
             print(samples[-1], flush=True)
     bound = next(s for s in samples if s["added"] == args.new)
