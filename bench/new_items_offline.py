@@ -40,7 +40,7 @@ from stream.simulate import ClickSimulator, SimConfig
 
 ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 MODEL = MINDConfig(d=32, K=4, max_len=20, hidden=(64,), profile_dim=8)
-TRAIN = TrainConfig(epochs=20, batch_size=256, patience=3, threads=2, progress=False)
+TRAIN = TrainConfig(epochs=10, batch_size=512, patience=2, threads=1, progress=False)
 SIM = SimConfig(n_users=3000, n_items=3000, n_categories=30, clicks_per_user=30, seed=7)
 
 
@@ -147,7 +147,7 @@ def run_split(name: str, data: Interactions, new: set[str], id_dropouts: list[fl
         without_category(model, new_idx)
         run["without_category"] = evaluate_groups(model, split, new_idx)
         result["runs"][f"id_dropout={p:g}"] = run
-        print(name, p, json.dumps({k: v for k, v in run.items()}), flush=True)
+        print(name, p, json.dumps(run), flush=True)
     return result
 
 
@@ -165,10 +165,11 @@ def main() -> int:
     drops = [float(x) for x in args.id_dropout.split(",")]
     started = time.time()
     results = {}
-    for name, make, first in (("ml-100k late", ml100k_late, True), ("ml-100k random", ml100k_random, True),
-                              ("simulator", simulator, False)):
+    for name, make, first in (("simulator", simulator, False), ("ml-100k random", ml100k_random, True),
+                              ("ml-100k late", ml100k_late, True)):
         data, new, info = make()
         results[name] = {**info, **run_split(name, data, new, drops, first)}
+        args.out.write_text(json.dumps({"results": results}, indent=2) + "\n")  # partial, should a run be stopped
     meta = {"command": "nice -n 5 .venv/bin/python -m bench.new_items_offline --id-dropout " + args.id_dropout,
             "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, CPU; shared 2-core machine "
