@@ -161,16 +161,21 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("docs/results/new_items.json"))
     p.add_argument("--id-dropout", default="0,0.5", help="id_dropout values to train (default %(default)s)")
+    p.add_argument("--splits", default="simulator,ml-100k random,ml-100k late",
+                   help="comma-separated splits to run (default %(default)s)")
     args = p.parse_args()
     drops = [float(x) for x in args.id_dropout.split(",")]
     started = time.time()
     results = {}
     for name, make, first in (("simulator", simulator, False), ("ml-100k random", ml100k_random, True),
                               ("ml-100k late", ml100k_late, True)):
+        if name not in args.splits.split(","):
+            continue
         data, new, info = make()
         results[name] = {**info, **run_split(name, data, new, drops, first)}
         args.out.write_text(json.dumps({"results": results}, indent=2) + "\n")  # partial, should a run be stopped
-    meta = {"command": "nice -n 5 .venv/bin/python -m bench.new_items_offline --id-dropout " + args.id_dropout,
+    meta = {"command": f"nice -n 5 .venv/bin/python -m bench.new_items_offline --id-dropout {args.id_dropout} "
+                       f"--splits '{args.splits}' --out {args.out}",
             "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, CPU; shared 2-core machine "
                        "loaded by other work", "model": MODEL.to_dict(), "train": dataclasses.asdict(TRAIN),

@@ -1,9 +1,14 @@
 """New items: items a served release was not trained on, indexed while it serves with the vector its embedding
 layer gives an item known only by its category (the category's embedding, model/mind.py ItemEmbedding).
 
-The state is per release (per model version): two versions' vector spaces differ. An item takes a slot; slot s
-is label n + s of the release's hnswlib index (n = the trained items, labels 0..n-1). Past `capacity` slots the
-oldest item's slot is reused: hnswlib updates an existing label in place, so memory stays bounded.
+The state is per release (per model version): two versions' vector spaces differ. Every new item of one category
+has the same vector, so the hnswlib index holds that vector once, as the category's *anchor* (label
+ANCHOR_BASE + slot; added with add_items, the index resized once to room for every category of the release),
+and a search expands an anchor into the category's new items, newest first, each with the anchor's score: the
+exact score e_i . v_u^k of each of them. Items themselves are plain entries (bounded: past `capacity` the oldest
+go). Why not one hnswlib element per item: many identical vectors are harmless, but recycling elements for a
+bound (hnswlib's update in place, or replace_deleted) broke the graph here (knn_query could no longer return 100
+results for most queries after one wrap of a 1,000-item bound), and a bound without recycling grows forever.
 
 hnswlib's add_items is not safe concurrently with knn_query, and resize_index with neither (hnswlib README;
 nmslib/hnswlib issues 29, 562, 590), and both release the GIL: every access to the index goes through `lock`,
@@ -19,7 +24,7 @@ import hnswlib
 import numpy as np
 
 DEFAULT_CAPACITY = 100_000
-GROWTH_MIN = 1024  # index rows added at least per resize: a resize copies the whole graph
+ANCHOR_BASE = 1 << 62  # hnswlib labels of the category anchors (trained items are 0..n-1)
 
 
 class NewItems:
@@ -31,63 +36,91 @@ class NewItems:
         self.capacity = capacity
         self.category_index = {c: i + 1 for i, c in enumerate(categories)}  # row of category_vectors
         self.category_vectors = category_vectors
-        self.slots: OrderedDict[str, int] = OrderedDict()  # item id -> slot, oldest first
-        self.ids: list[str] = []  # slot -> item id
-        self.categories: list[str] = []  # slot -> category
-        self.vectors = np.zeros((0, category_vectors.shape[1]), dtype=np.float32)  # slot -> vector (grown x2)
+        self.items: OrderedDict[str, str] = OrderedDict()  # item id -> category, oldest first
+        self.serial: dict[str, int] = {}  # item id -> its number (label n + number), never reused
+        self.by_serial: dict[int, str] = {}
+        self.members: dict[str, OrderedDict[str, None]] = {}  # category -> its new items, oldest first
+        self.anchors: list[str] = []  # anchor slot -> category
+        self._next = 0
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.items)
 
     def __contains__(self, item_id: str) -> bool:
-        return item_id in self.slots
+        return item_id in self.items
 
-    def knows(self, category: str | None) -> bool:
-        return category is not None and category in self.category_index
+    @property
+    def ids(self) -> list[str]:
+        return list(self.items)
 
     def add(self, item_id: str, category: str) -> bool:
         """Index `item_id` with `category`'s vector. False (nothing changes) when the category is unknown to the
         release, the item is there with that category already, or the capacity is 0."""
-        row = self.category_index.get(category)
-        if row is None or self.capacity <= 0:
+        if category not in self.category_index or self.capacity <= 0 or self.items.get(item_id) == category:
             return False
-        slot = self.slots.get(item_id)
-        if slot is not None:
-            if self.categories[slot] == category:
-                return False
-            self.categories[slot] = category  # re-categorised: the same slot, a new vector
-        elif len(self.ids) < self.capacity:
-            slot = len(self.ids)
-            self.slots[item_id] = slot
-            self.ids.append(item_id)
-            self.categories.append(category)
-            if slot >= self.vectors.shape[0]:
-                grown = np.zeros((max(GROWTH_MIN, 2 * self.vectors.shape[0]), self.vectors.shape[1]), np.float32)
-                grown[: self.vectors.shape[0]] = self.vectors
-                self.vectors = grown
-        else:  # full: the oldest item goes, its slot is reused
-            oldest, slot = self.slots.popitem(last=False)
-            self.slots[item_id] = slot
-            self.ids[slot], self.categories[slot] = item_id, category
-        vector = self.category_vectors[row]
-        self.vectors[slot] = vector
-        with self.lock:
-            if self.n + slot >= self.index.get_max_elements():
-                target = self.n + min(self.capacity, max(GROWTH_MIN, 2 * len(self.ids)))
-                self.index.resize_index(max(target, self.n + slot + 1))
-            self.index.add_items(vector[None, :], np.asarray([self.n + slot]), num_threads=1)
+        if item_id in self.items:
+            self._remove(item_id)  # re-categorised: a new vector
+        if category not in self.members:
+            self._add_anchor(category)
+        self.items[item_id] = category
+        self.members[category][item_id] = None
+        self.serial[item_id] = self._next
+        self.by_serial[self._next] = item_id
+        self._next += 1
+        while len(self.items) > self.capacity:
+            self._remove(next(iter(self.items)))
         return True
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """hnswlib knn_query (labels, distances) of `queries` [Q, d] over trained and new items, k clipped to
-        what the index holds."""
+    def _remove(self, item_id: str) -> None:
+        category = self.items.pop(item_id)
+        del self.members[category][item_id]
+        del self.by_serial[self.serial.pop(item_id)]
+
+    def _add_anchor(self, category: str) -> None:
+        vector = self.category_vectors[self.category_index[category]]
         with self.lock:
-            k = min(k, self.index.get_current_count())
-            return self.index.knn_query(queries, k=k, num_threads=1)
+            count = self.index.get_current_count()
+            if count >= self.index.get_max_elements():
+                self.index.resize_index(max(count + 1, self.n + len(self.category_index)))
+            self.index.add_items(vector[None, :], np.asarray([ANCHOR_BASE + len(self.anchors)], dtype=np.uint64),
+                                 num_threads=1)
+        self.members[category] = OrderedDict()
+        self.anchors.append(category)
+
+    def search(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query row [Q, d]: (labels, distances) of its best k over trained and new items, best first (hnswlib
+        'ip' distance, 1 - dot product). A new item's label is n + its number (`label`)."""
+        with self.lock:
+            labels, distances = self.index.knn_query(queries, k=min(k, self.index.get_current_count()),
+                                                     num_threads=1)
+        if not self.anchors:
+            return list(zip(labels.astype(np.int64), distances, strict=True))
+        out = []
+        for row_labels, row_dist in zip(labels, distances, strict=True):
+            got_l: list[int] = []
+            got_d: list[float] = []
+            for label, dist in zip(row_labels.tolist(), row_dist.tolist(), strict=True):
+                if label < ANCHOR_BASE:
+                    got_l.append(label)
+                    got_d.append(dist)
+                else:  # the category's new items, newest first, as far as k allows
+                    for item in reversed(self.members[self.anchors[label - ANCHOR_BASE]]):
+                        if len(got_l) >= k:
+                            break
+                        got_l.append(self.n + self.serial[item])
+                        got_d.append(dist)
+                if len(got_l) >= k:
+                    break
+            out.append((np.asarray(got_l, dtype=np.int64), np.asarray(got_d, dtype=np.float32)))
+        return out
 
     def vector(self, item_id: str) -> np.ndarray | None:
-        slot = self.slots.get(item_id)
-        return None if slot is None else self.vectors[slot]
+        category = self.items.get(item_id)
+        return None if category is None else self.category_vectors[self.category_index[category]]
 
-    def slot(self, item_id: str) -> int | None:
-        return self.slots.get(item_id)
+    def label(self, item_id: str) -> int | None:
+        number = self.serial.get(item_id)
+        return None if number is None else self.n + number
+
+    def item_id(self, label: int) -> str:
+        return self.by_serial[label - self.n]

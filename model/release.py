@@ -214,7 +214,7 @@ def write_release(
 class Release:
     """A verified release, ready to serve. `item_index` maps external ids to tower indices (1-based);
     embedding row / hnsw label r is tower index r + 1. `new_items` holds the items indexed while it serves
-    (model/new_items.py): labels n.. of the index. Every index access goes through `search` / `new_items`."""
+    (model/new_items.py). Every index access goes through `search` / `new_items`."""
 
     path: Path
     version: str
@@ -297,23 +297,20 @@ class Release:
         return out, mask
 
     def label(self, item_id: str) -> int | None:
-        """The item's hnswlib label, or None."""
+        """The item's label in `search` results (trained: its row; new: n + its number), or None."""
         i = self.item_index.get(item_id)
-        if i is not None:
-            return i - 1
-        slot = self.new_items.slot(item_id)
-        return None if slot is None else len(self.item_ids) + slot
+        return i - 1 if i is not None else self.new_items.label(item_id)
 
     def item_id(self, label: int) -> str:
-        n = len(self.item_ids)
-        return self.item_ids[label] if label < n else self.new_items.ids[label - n]
+        return self.item_ids[label] if label < len(self.item_ids) else self.new_items.item_id(label)
 
     @property
     def n_indexed(self) -> int:
         return len(self.item_ids) + len(self.new_items)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """knn_query over trained and new items, serialised with the index's writers (model/new_items.py)."""
+    def search(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query row: (labels, hnswlib distances) of the best k trained and new items, best first; serialised
+        with the index's writers (model/new_items.py)."""
         return self.new_items.search(queries, k)
 
     def encode_profile(self, profile: dict[str, str] | None) -> np.ndarray:

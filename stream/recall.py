@@ -65,17 +65,15 @@ def recall_batch(release: Release, queries: list[tuple[np.ndarray, set[str] | li
     k = min(release.n_indexed, top_n + max(len(s) for s in seen))
     if k <= 0:
         return [[] for _ in queries]
-    labels, distances = release.search(np.ascontiguousarray(np.concatenate(blocks)), k)
-    k = labels.shape[1]
-    scores = 1.0 - distances  # hnswlib 'ip' distance is 1 - dot product
+    rows = release.search(np.ascontiguousarray(np.concatenate(blocks)), k)
     out: list[list[dict[str, Any]]] = []
     row = 0
     for block, seen_labels in zip(blocks, seen, strict=True):
-        rows = slice(row, row + block.shape[0])
+        found = rows[row : row + block.shape[0]]
         row += block.shape[0]
-        label = labels[rows].ravel().astype(np.int64)
-        score = scores[rows].ravel()
-        interest = np.repeat(np.arange(block.shape[0]), k)
+        label = np.concatenate([lab for lab, _ in found])
+        score = 1.0 - np.concatenate([dist for _, dist in found])  # hnswlib 'ip' distance is 1 - dot product
+        interest = np.repeat(np.arange(block.shape[0]), [len(lab) for lab, _ in found])
         order = np.lexsort((interest, label, -score))  # best score first, then item, then interest
         label, score, interest = label[order], score[order], interest[order]
         _, first = np.unique(label, return_index=True)  # each item once, with its best interest

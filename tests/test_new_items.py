@@ -118,15 +118,22 @@ def test_a_click_on_a_new_item_moves_the_users_interests(releases: dict[str, Pat
 def test_new_items_are_bounded_and_the_oldest_go(releases: dict[str, Path]) -> None:
     release = load_release(releases["old"])
     n = len(release.item_ids)
-    category = release.manifest["categories"][0]
+    categories = release.manifest["categories"]
     release.new_items.capacity = 3
     for k in range(5):
-        assert release.new_items.add(f"n{k}", category)
+        assert release.new_items.add(f"n{k}", categories[k % 2])
     assert [i for i in (f"n{k}" for k in range(5)) if release.knows(i)] == ["n2", "n3", "n4"]
-    assert release.index.get_current_count() == n + 3  # slots reused: the index does not grow past the bound
-    assert {release.label(f"n{k}") for k in (2, 3, 4)} == {n, n + 1, n + 2}
-    found = {release.item_id(int(lab)) for lab in release.search(release.vector("n4")[None], 50)[0][0]}
-    assert {"n2", "n3", "n4"} <= found and not {"n0", "n1"} & found
+    # one hnswlib element per category (its anchor), whatever the number of items: the index stays bounded
+    assert release.index.get_current_count() == n + 2
+    assert len({release.label(f"n{k}") for k in (2, 3, 4)}) == 3
+    rows = release.search(release.vector("n4")[None], 50)
+    found = [release.item_id(int(lab)) for lab in rows[0][0]]
+    assert {"n2", "n4"} <= set(found) and not {"n0", "n1"} & set(found)
+    assert found.index("n4") < found.index("n2")  # a category's new items newest first, with the same score
+    dist = dict(zip(found, rows[0][1].tolist(), strict=True))
+    assert dist["n4"] == dist["n2"]
+    # re-categorised: the item moves to the other category's vector
+    assert release.new_items.add("n4", categories[1]) and np.array_equal(release.vector("n4"), release.vector("n3"))
 
 
 class _Probe:
@@ -155,22 +162,30 @@ class _Probe:
         return lambda *a, **k: self._call(name, *a, **k)
 
 
-def test_index_writes_and_searches_never_overlap(releases: dict[str, Path]) -> None:
-    """Adds (with resizes) from one thread, searches from two others, as a search run off the event loop would
-    meet an add made on it."""
-    release = load_release(releases["old"])
-    probe = _Probe(release.new_items.index)
-    release.new_items.index = probe
-    category = release.manifest["categories"][0]
-    queries = np.ascontiguousarray(release.embeddings[:4])
+def test_index_writes_and_searches_never_overlap() -> None:
+    """Adds (a resize, then an anchor per new category) from one thread, searches from two others, as a search
+    run off the event loop would meet an add made on it. Real hnswlib; without the lock this crashes it."""
+    import hnswlib
+
+    rng = np.random.default_rng(0)
+    n, d, n_categories = 2000, 16, 3000
+    index = hnswlib.Index(space="ip", dim=d)
+    index.init_index(max_elements=n, ef_construction=100, M=16, random_seed=1)
+    index.add_items(rng.normal(size=(n, d)).astype(np.float32), np.arange(n))
+    index.set_ef(100)
+    new_items = NewItems(index, n, [f"c{c}" for c in range(n_categories)],
+                         rng.normal(size=(n_categories + 1, d)).astype(np.float32))
+    probe = _Probe(index)
+    new_items.index = probe
+    queries = np.ascontiguousarray(rng.normal(size=(4, d)).astype(np.float32))
     done = threading.Event()
     searched = [0, 0]
     errors: list[BaseException] = []
 
     def add() -> None:
         try:
-            for k in range(3000):  # past the first GROWTH_MIN rows: resize_index runs too
-                release.new_items.add(f"t{k}", category)
+            for k in range(n_categories):
+                new_items.add(f"t{k}", f"c{k}")
         except BaseException as e:
             errors.append(e)
         finally:
@@ -179,7 +194,7 @@ def test_index_writes_and_searches_never_overlap(releases: dict[str, Path]) -> N
     def search(slot: int) -> None:
         try:
             while not done.is_set():
-                release.search(queries, 20)
+                new_items.search(queries, 20)
                 searched[slot] += 1
         except BaseException as e:
             errors.append(e)
@@ -190,10 +205,10 @@ def test_index_writes_and_searches_never_overlap(releases: dict[str, Path]) -> N
     for t in threads:
         t.join(300)
     assert not errors, errors
-    assert probe.calls.get("resize_index", 0) >= 2 and probe.calls["add_items"] == 3000
+    assert probe.calls.get("resize_index", 0) == 1 and probe.calls["add_items"] == n_categories
     assert min(searched) > 10  # the searches really ran while the adds did
     assert probe.overlaps == 0
-    assert release.index.get_current_count() == len(release.item_ids) + 3000
+    assert index.get_current_count() == n + n_categories
 
 
 def test_hot_swap_serves_the_releases_own_vector_and_keeps_untrained_new_items(
