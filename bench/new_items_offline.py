@@ -177,8 +177,8 @@ def main() -> int:
     meta = {"command": f"nice -n 5 .venv/bin/python -m bench.new_items_offline --id-dropout {args.id_dropout} "
                        f"--splits '{args.splits}' --out {args.out}",
             "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, CPU; shared 2-core machine "
-                       "loaded by other work", "model": MODEL.to_dict(), "train": dataclasses.asdict(TRAIN),
+            "machine": f"{platform.machine()} CPU, {TRAIN.threads} training thread; shared 2-core machine loaded by "
+                       "other work", "model": MODEL.to_dict(), "train": dataclasses.asdict(TRAIN),
             "seconds": round(time.time() - started)}
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     print(f"wrote {args.out}")
