@@ -26,7 +26,7 @@ from model.mind import MINDConfig
 from model.new_items import NewItems
 from model.release import Release, load_release, set_current
 from model.train import TrainConfig, train_release
-from stream.announce import announcement_for
+from stream.announce import announcement_for, publish
 from stream.catalog import CatalogItem, parse_item, read_catalog
 from stream.events import Click as EventClick
 from stream.hotswap import OK, handle
@@ -475,3 +475,63 @@ def test_e2e_a_worker_killed_and_restarted_on_an_empty_state_dir_still_recalls_n
     producer.flush()
     assert wait_until(lambda: all(has_candidate(out, f"restart-fan-{k}", new) for k, new in enumerate(news)), 240,
                       [worker])
+
+
+def test_e2e_a_hot_swap_keeps_new_items_and_serves_trained_ones_with_the_releases_vectors(
+        e2e: dict, sim: ClickSimulator, releases: dict[str, Path]) -> None:
+    """Runs last, on the restarted worker. HELD[5] is new to `old` and trained in `trained`; fresh-<HELD[3]> is
+    trained in neither. After the swap, every candidate's score is its item's vector in the message's own
+    version times that message's interest: no list mixes versions."""
+    producer, out, worker, bootstrap = e2e["producer"], e2e["out"], e2e["worker"], e2e["broker"].bootstrap
+    trained_item, untrained = HELD[5], "fresh-" + HELD[3]
+    producer.send("items", key=trained_item.encode(),
+                  value=json.dumps({"item_id": trained_item, "category": category_of(sim, trained_item)}).encode())
+    producer.flush()
+    assert wait_until(lambda: metric_value(worker.metrics(), "mindstream_new_items_total", 'source="items"') >= 8,
+                      60, [worker])
+    publish(bootstrap, "model-releases", announcement_for(releases["trained"]))
+    assert wait_until(lambda: 'mindstream_model_info{version="trained"} 1.0' in worker.metrics().splitlines(), 120,
+                      [worker])
+    versions = {name: load_release(path) for name, path in releases.items()}
+    trained = versions["trained"]
+    trained.new_items.add(untrained, category_of(sim, HELD[3]))  # as the worker's registry did on the swap
+    # HELD[5] in a sequence: the worker's interests use the trained vector of `trained`, not the category's
+    category = category_of(sim, trained_item)
+    history = items_of(sim, trained, category, 5) + [trained_item]
+    for n, item in enumerate(history):
+        click(producer, "swap-clicker", item, n, category=category)
+    # the untrained item stays recallable: a fan of its category is offered it
+    for n, item in enumerate(items_of(sim, trained, category_of(sim, HELD[3]), 15)):
+        click(producer, "swap-fan", item, n)
+    producer.flush()
+    assert wait_until(lambda: has_candidate(out, "swap-fan", untrained), 90, [worker])
+    assert wait_until(lambda: (out.latest(out.interests, "swap-clicker") or {}).get("seq_len") == len(history), 90,
+                      [worker])
+    served = out.latest(out.interests, "swap-clicker")
+    assert served["model_version"] == "trained"
+    behaviors, mask = trained.encode_behaviors(history)
+    own, k = trained.tower(behaviors[None], mask[None])
+    behaviors[-1] = trained.new_items.category_vectors[trained.manifest["categories"].index(category) + 1]
+    as_category, _ = trained.tower(behaviors[None], mask[None])
+    got = np.asarray(served["interests"], dtype=np.float32)
+    assert np.abs(got - own[0][: int(k[0])]).max() < 1e-4
+    assert np.abs(got - as_category[0][: len(got)]).max() > 1e-3
+    interests = {}
+    for r in out.interests.poll():
+        v = json.loads(r.value)
+        interests[(v["user_id"], v["event_ts"])] = v
+    checked = 0
+    for r in out.candidates.poll():
+        c = json.loads(r.value)
+        if not c["user_id"].startswith("swap-"):
+            continue
+        assert c["model_version"] == "trained"
+        i = interests[(c["user_id"], c["event_ts"])]
+        assert i["model_version"] == c["model_version"]
+        release = versions[c["model_version"]]
+        for item in c["items"]:
+            vector = release.vector(item["item_id"])
+            score = float(np.asarray(i["interests"][item["interest"]], dtype=np.float32) @ vector)
+            assert abs(score - item["score"]) < 1e-3, (item, score)
+            checked += 1
+    assert checked >= 2 * TOP_N
