@@ -43,10 +43,11 @@ train: $(STAMP)  ## train MIND on TRAIN_DATA, write a release under models/ and 
 
 BENCH_FLAGS ?=
 
-bench: $(STAMP)  ## user-tower, streaming and hot-swap benchmarks -> docs/benchmarks/{user_tower,stream,hotswap}.{md,json}
+bench: $(STAMP)  ## user-tower, streaming, hot-swap and new-item benchmarks -> docs/benchmarks/{user_tower,stream,hotswap,new_items}.{md,json}
 	$(BIN)/python -m bench.user_tower
 	$(BIN)/python -m bench.stream $(BENCH_FLAGS)
 	$(BIN)/python -m bench.hotswap $(HOTSWAP_FLAGS)
+	$(BIN)/python -m bench.new_items_index
 
 clean:  ## remove the virtual environment and build outputs
 	rm -rf $(VENV) build *.egg-info

@@ -27,14 +27,11 @@ class ComiRecSA(Tower):
         self.W1 = nn.Linear(cfg.d, 4 * cfg.d)
         self.W2 = nn.Linear(4 * cfg.d, cfg.K, bias=False)
 
-    def coupling(self, items: Tensor, profile: Tensor) -> Tensor:
-        """Attention of each interest over the behaviors, [B, L, K] (columns sum to 1 over real behaviors)."""
-        mask = (items > 0).unsqueeze(-1)
-        h = self.embedding(items) + self.position[self.position.shape[0] - items.shape[1] :]
-        logits = self.W2(torch.tanh(self.W1(h)))
-        return torch.softmax(logits.masked_fill(~mask, NEG), dim=1) * mask
-
-    def user_tower(self, items: Tensor, profile: Tensor) -> tuple[Tensor, Tensor]:
-        a = self.coupling(items, profile)
-        interests = torch.einsum("blk,bld->bkd", a, self.embedding(items))
-        return interests, torch.full(items.shape[:1], self.cfg.K, dtype=torch.long, device=items.device)
+    def embedded_tower(self, e: Tensor, mask: Tensor, profile: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # coupling: each interest's attention over the behaviors (sums to 1 over the real ones)
+        h = e + self.position[self.position.shape[0] - e.shape[1] :]
+        logits = self.W2(torch.tanh(self.W1(h)))  # [B, L, K]
+        m = mask.unsqueeze(-1)
+        a = torch.softmax(logits.masked_fill(~m, NEG), dim=1) * m
+        interests = torch.einsum("blk,bld->bkd", a, e)
+        return interests, torch.full(e.shape[:1], self.cfg.K, dtype=torch.long, device=e.device), a

@@ -46,6 +46,7 @@ class MINDConfig:
     routing_seed: int = 0  # seed of the fixed b_ij draw used at serving time (see B2IRouting)
     hard_neg_beta: float = 0.0  # REMI interest-aware hard negatives: weight negatives by exp(beta * score); 0 = off
     routing_reg: float = 0.0  # REMI routing regularisation lambda; 0 = off
+    id_dropout: float = 0.0  # DropoutNet: share of items whose id embedding is dropped per training step; 0 = off
     dropout: float = 0.0
     # label_aware: the paper's label-aware attention picks the user vector the item is scored with;
     # max: every item (target and negatives) scored by max_k e_i . v_u^k, the score serving ranks by;
@@ -81,10 +82,16 @@ class ItemEmbedding(nn.Module):
     `item_categories` [N+1, C] holds up to C category indices per item (0 = none). `seen` [N+1] marks
     ids that occur in training: an unseen id's embedding is never trained, so it is left out of the
     average and a cold item with a known category is represented by its category mean.
+
+    `id_dropout` (DropoutNet, Volkovs et al. 2017): in training, each step leaves out the id embedding of
+    that share of the items that have a category, so the category mean alone is trained to stand for an item,
+    which is what serves a new item (model/new_items.py).
     """
 
-    def __init__(self, n_items: int, n_categories: int, item_categories: Tensor, seen: Tensor, d: int):
+    def __init__(self, n_items: int, n_categories: int, item_categories: Tensor, seen: Tensor, d: int,
+                 id_dropout: float = 0.0):
         super().__init__()
+        self.id_dropout = id_dropout
         self.id_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
         self.cat_emb = nn.Embedding(max(n_categories, 1) + 1, d, padding_idx=0)
         nn.init.normal_(self.id_emb.weight, std=d**-0.5)
@@ -107,6 +114,10 @@ class ItemEmbedding(nn.Module):
         cats = self.item_categories[items]  # [..., C]
         id_w = self.seen[items].unsqueeze(-1).float()  # [..., 1]
         cat_w = (cats > 0).unsqueeze(-1).float()  # [..., C, 1]
+        if self.training and self.id_dropout > 0:
+            # one draw per item and call: every lookup of an item within this call agrees
+            keep = torch.rand(self.seen.shape[0], device=items.device) >= self.id_dropout
+            id_w = id_w * (keep[items] | (cats == 0).all(-1)).unsqueeze(-1).float()
         total = self.id_emb(items) * id_w + (self.cat_emb(cats) * cat_w).sum(-2)
         count = id_w + cat_w.sum(-2)
         return total / count.clamp(min=1.0)  # padding (count 0) stays the zero vector
@@ -374,26 +385,29 @@ class Tower(nn.Module):
             seen = torch.ones(n_items + 1, dtype=torch.bool)
         if item_freq is None:
             item_freq = torch.ones(n_items + 1)
-        self.embedding = ItemEmbedding(n_items, n_categories, item_categories, seen, cfg.d)
+        self.embedding = ItemEmbedding(n_items, n_categories, item_categories, seen, cfg.d, cfg.id_dropout)
         self.profile_sizes = list(profile_sizes or [])
         self.profile = ProfileEmbedding(self.profile_sizes, cfg.profile_dim)
         self.sampler = NegativeSampler(cfg.sampler, item_freq)
 
     # the exported interface -------------------------------------------------------------------
-    def user_tower(self, items: Tensor, profile: Tensor) -> tuple[Tensor, Tensor]:
+    def embedded_tower(self, e: Tensor, mask: Tensor, profile: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """What user_tower.onnx computes, from behavior embeddings e [B, L, d] (rows of the pooled item
+        embeddings; padding rows zero), mask [B, L] bool and profile [B, F]: interests [B, K, d], n_interests
+        [B] and the coupling coefficients [B, L, K] (interpretability, `mindstream explain`). Embeddings, not
+        indices, are the input so that the server can feed a vector the release was not trained on."""
         raise NotImplementedError
+
+    def user_tower(self, items: Tensor, profile: Tensor) -> tuple[Tensor, Tensor]:
+        """items [B, L] int64 (0 = padding), profile [B, F] int64 -> interests [B, K, d], n_interests [B]."""
+        return self.embedded_tower(self.embedding(items), items > 0, profile)[:2]
 
     def forward(self, items: Tensor, profile: Tensor) -> tuple[Tensor, Tensor]:
         return self.user_tower(items, profile)
 
     def coupling(self, items: Tensor, profile: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def export_forward(self, items: Tensor, profile: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """What user_tower.onnx computes: interests, n_interests and the coupling coefficients [B, L, K]
-        (the last one for interpretability, `mindstream explain`; serving does not fetch it)."""
-        interests, n_int = self.user_tower(items, profile)
-        return interests, n_int, self.coupling(items, profile)
+        """Coupling coefficients [B, L, K] of the tower (rows of padding are 0)."""
+        return self.embedded_tower(self.embedding(items), items > 0, profile)[2]
 
     def item_embeddings(self) -> Tensor:
         """Pooled item vectors [N+1, d] (row 0 = padding); frozen into item_embeddings.npy."""
@@ -459,14 +473,14 @@ class MIND(Tower):
         self.routing = B2IRouting(cfg.d, cfg.K, cfg.r, cfg.sigma, cfg.max_len, cfg.routing_seed, cfg.whole_history)
         self.h_layer = HLayer(cfg.d + self.profile.out_dim, cfg.hidden, cfg.d, cfg.dropout)
 
-    def _capsules(self, items: Tensor, profile: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        mask = items > 0
+    def _capsules(self, e: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         k_valid = interest_number(mask, self.cfg.K, self.cfg.dynamic_k)
-        u, w = self.routing(self.embedding(items), mask, k_valid)
-        return u, w, k_valid, mask
+        u, w = self.routing(e, mask, k_valid)
+        return u, w, k_valid
 
     def train_forward(self, items: Tensor, profile: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        u, w, k_valid, mask = self._capsules(items, profile)
+        mask = items > 0
+        u, w, k_valid = self._capsules(self.embedding(items), mask)
         V = self._h(u, k_valid, profile)
         aux = self.cfg.routing_reg * routing_regularization(w, mask) if self.cfg.routing_reg > 0 else V.new_zeros(())
         return V, k_valid, aux
@@ -476,17 +490,9 @@ class MIND(Tower):
         V = self.h_layer(torch.cat([u, p], dim=-1))
         return V * valid_interests(k_valid, self.cfg.K).unsqueeze(-1)
 
-    def user_tower(self, items: Tensor, profile: Tensor) -> tuple[Tensor, Tensor]:
-        """items [B, L] int64 (0 = padding), profile [B, F] int64 -> interests [B, K, d], n_interests [B]."""
-        u, _, k_valid, _ = self._capsules(items, profile)
-        return self._h(u, k_valid, profile), k_valid
-
-    def coupling(self, items: Tensor, profile: Tensor) -> Tensor:
-        """Coupling coefficients w_ij of the last routing iteration, [B, L, K] (rows of padding are 0)."""
-        return self._capsules(items, profile)[1]
-
-    def export_forward(self, items: Tensor, profile: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        u, w, k_valid, _ = self._capsules(items, profile)
+    def embedded_tower(self, e: Tensor, mask: Tensor, profile: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # coupling: the w_ij of the last routing iteration
+        u, w, k_valid = self._capsules(e, mask)
         return self._h(u, k_valid, profile), k_valid, w
 
 
@@ -501,13 +507,9 @@ class YouTubeDNN(Tower):
         super().__init__(cfg, n_items, **vocab_tensors)
         self.h_layer = HLayer(cfg.d + self.profile.out_dim, cfg.hidden, cfg.d, cfg.dropout)
 
-    def user_tower(self, items: Tensor, profile: Tensor) -> tuple[Tensor, Tensor]:
-        mask = (items > 0).unsqueeze(-1).float()
-        pooled = (self.embedding(items) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        v = self.h_layer(torch.cat([pooled, self.profile(profile)], dim=-1))
-        return v.unsqueeze(1), torch.ones(items.shape[0], dtype=torch.long, device=items.device)
-
-    def coupling(self, items: Tensor, profile: Tensor) -> Tensor:
-        """Mean pooling as coupling: every behavior feeds the single vector with weight 1 / |Iu|."""
-        mask = (items > 0).float()
-        return (mask / mask.sum(1, keepdim=True).clamp(min=1.0)).unsqueeze(-1)
+    def embedded_tower(self, e: Tensor, mask: Tensor, profile: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # mean pooling as coupling: every behavior feeds the single vector with weight 1 / |Iu|
+        m = mask.unsqueeze(-1).float()
+        w = m / m.sum(1, keepdim=True).clamp(min=1.0)
+        v = self.h_layer(torch.cat([(e * w).sum(1), self.profile(profile)], dim=-1))
+        return v.unsqueeze(1), torch.ones(e.shape[0], dtype=torch.long, device=e.device), w

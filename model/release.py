@@ -1,7 +1,7 @@
 """Model releases: write one directory per version, verify and load one (layout in ARCHITECTURE.md).
 
-    models/<version>/manifest.json, user_tower.onnx, item_embeddings.npy, item_ids.txt, items.hnsw
-                     [item_categories.json]  (optional: written when the training data had categories)
+    models/<version>/manifest.json, user_tower.onnx, item_embeddings.npy, item_ids.txt, items.hnsw,
+                     category_embeddings.npy, [item_categories.json]  (optional: when the training data had categories)
     models/CURRENT
 
 A release is written into a hidden temporary directory and renamed into place, and CURRENT is
@@ -30,13 +30,15 @@ import torch
 
 from model.data import Vocab
 from model.mind import MIND, Tower
+from model.new_items import NewItems
 
 VERIFY_SAMPLE = 4096  # index rows compared with the embeddings when a release is loaded
-FILES = ("user_tower.onnx", "item_embeddings.npy", "item_ids.txt", "items.hnsw")
+FILES = ("user_tower.onnx", "item_embeddings.npy", "item_ids.txt", "items.hnsw", "category_embeddings.npy")
 # {item_id: [category, ...]} of the training data, for people (the per-user page), not for the tower (whose
 # category embeddings are inside user_tower.onnx). Optional; checked like every file the manifest lists.
 ITEM_CATEGORIES = "item_categories.json"
-FORMAT = 1
+# 2: the tower takes behavior embeddings instead of indices; category_embeddings.npy (new items' vectors)
+FORMAT = 2
 ONNX_OPSET = 17
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 200
@@ -60,12 +62,13 @@ class _Export(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, items: torch.Tensor, profile: torch.Tensor):
-        return self.model.export_forward(items, profile)
+    def forward(self, behaviors: torch.Tensor, mask: torch.Tensor, profile: torch.Tensor):
+        return self.model.embedded_tower(behaviors, mask, profile)
 
 
 def export_onnx(model: Tower, path: Path) -> None:
-    """user_tower.onnx: inputs items [B, L] int64 (left-padded, 0 = padding) and profile [B, F] int64;
+    """user_tower.onnx: inputs behaviors [B, L, d] float32 (rows of item_embeddings.npy, or a new item's
+    category vector; left-padded with zero rows), mask [B, L] bool (false = padding) and profile [B, F] int64;
     outputs interests [B, K, d] float32, n_interests [B] int64 and coupling [B, L, K] float32."""
     was_training = model.training
     model = model.cpu().eval()
@@ -77,21 +80,25 @@ def export_onnx(model: Tower, path: Path) -> None:
     with warnings.catch_warnings():
         # the TorchScript exporter (dynamo=False) is deliberate: ENVIRONMENT.md measured it on this routing loop
         warnings.simplefilter("ignore", DeprecationWarning)
-        _export(wrapper, items, profile, path)
+        with torch.no_grad():
+            behaviors = model.embedding(items)
+        _export(wrapper, behaviors, items > 0, profile, path)
     model.train(was_training)
 
 
-def _export(wrapper: torch.nn.Module, items: torch.Tensor, profile: torch.Tensor, path: Path) -> None:
+def _export(wrapper: torch.nn.Module, behaviors: torch.Tensor, mask: torch.Tensor, profile: torch.Tensor,
+            path: Path) -> None:
     torch.onnx.export(
         wrapper,
-        (items, profile),
+        (behaviors, mask, profile),
         str(path),
         dynamo=False,
         opset_version=ONNX_OPSET,
-        input_names=["items", "profile"],
+        input_names=["behaviors", "mask", "profile"],
         output_names=["interests", "n_interests", "coupling"],
         dynamic_axes={
-            "items": {0: "batch", 1: "seq"},
+            "behaviors": {0: "batch", 1: "seq"},
+            "mask": {0: "batch", 1: "seq"},
             "profile": {0: "batch"},
             "interests": {0: "batch"},
             "n_interests": {0: "batch"},
@@ -169,6 +176,10 @@ def write_release(
     index.init_index(max_elements=emb.shape[0], ef_construction=HNSW_EF_CONSTRUCTION, M=HNSW_M, random_seed=100)
     index.add_items(emb, np.arange(emb.shape[0]))
     index.save_index(str(tmp / "items.hnsw"))
+    # the vector the embedding layer gives an item known only by its category: that category's embedding
+    # (row c = category c of the manifest's `categories`, 1-based; row 0 = none)
+    cat_vectors = model.embedding.cat_emb.weight[: vocab.n_categories + 1].numpy().astype(np.float32)
+    np.save(tmp / "category_embeddings.npy", cat_vectors, allow_pickle=False)
 
     hyper = cfg.to_dict()
     hyper.pop("extra", None)
@@ -189,7 +200,8 @@ def write_release(
         "categories": vocab.categories,
         "hnsw": {"space": "ip", "M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH},
         "onnx": {
-            "inputs": {"items": "[B, L] int64, left-padded, 0 = padding", "profile": "[B, F] int64, 0 = unknown"},
+            "inputs": {"behaviors": "[B, L, d] float32, left-padded with zero rows",
+                       "mask": "[B, L] bool, false = padding", "profile": "[B, F] int64, 0 = unknown"},
             "outputs": {
                 "interests": "[B, K, d] float32",
                 "n_interests": "[B] int64",
@@ -209,7 +221,8 @@ def write_release(
 @dataclass
 class Release:
     """A verified release, ready to serve. `item_index` maps external ids to tower indices (1-based);
-    embedding row / hnsw label r is tower index r + 1."""
+    embedding row / hnsw label r is tower index r + 1. `new_items` holds the items indexed while it serves
+    (model/new_items.py). Every index access goes through `search` / `new_items`."""
 
     path: Path
     version: str
@@ -220,6 +233,7 @@ class Release:
     embeddings: np.ndarray
     index: hnswlib.Index
     profile_fields: dict[str, dict[str, int]]
+    new_items: NewItems
     session: ort.InferenceSession = field(repr=False)
 
     @property
@@ -242,22 +256,33 @@ class Release:
             return {}
         return json.loads((self.path / ITEM_CATEGORIES).read_text(encoding="utf-8"))
 
-    def _feed(self, items: np.ndarray, profile: np.ndarray | None) -> dict[str, np.ndarray]:
-        items = np.ascontiguousarray(items, dtype=np.int64)
+    def _feed(self, behaviors: np.ndarray, mask: np.ndarray, profile: np.ndarray | None) -> dict[str, np.ndarray]:
         if profile is None:
-            profile = np.zeros((items.shape[0], len(self.profile_fields)), dtype=np.int64)
-        feed = {"items": items, "profile": np.ascontiguousarray(profile, dtype=np.int64)}
+            profile = np.zeros((behaviors.shape[0], len(self.profile_fields)), dtype=np.int64)
+        feed = {"behaviors": np.ascontiguousarray(behaviors, dtype=np.float32),
+                "mask": np.ascontiguousarray(mask, dtype=bool),
+                "profile": np.ascontiguousarray(profile, dtype=np.int64)}
         # the exporter drops an input the graph does not use (a dataset without profile fields)
         return {i.name: feed[i.name] for i in self.session.get_inputs()}
 
+    def lookup(self, items: np.ndarray) -> np.ndarray:
+        """Tower indices [B, L] (0 = padding) -> behavior embeddings [B, L, d] (padding rows zero)."""
+        items = np.asarray(items, dtype=np.int64)
+        return self.embeddings[np.maximum(items - 1, 0)] * (items > 0)[..., None]
+
+    def tower(self, behaviors: np.ndarray, mask: np.ndarray,
+              profile: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """behaviors [B, L, d], mask [B, L] bool, profile [B, F] -> interests [B, K, d], n_interests [B]."""
+        interests, n = self.session.run(["interests", "n_interests"], self._feed(behaviors, mask, profile))
+        return interests, n
+
     def user_tower(self, items: np.ndarray, profile: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """items [B, L] int64 left-padded tower indices, profile [B, F] -> interests [B, K, d], n_interests [B]."""
-        interests, n = self.session.run(["interests", "n_interests"], self._feed(items, profile))
-        return interests, n
+        return self.tower(self.lookup(items), np.asarray(items) > 0, profile)
 
     def coupling(self, items: np.ndarray, profile: np.ndarray | None = None) -> np.ndarray:
         """Routing coupling coefficients [B, L, K] (interpretability; see model/explain.py)."""
-        return self.session.run(["coupling"], self._feed(items, profile))[0]
+        return self.session.run(["coupling"], self._feed(self.lookup(items), np.asarray(items) > 0, profile))[0]
 
     def encode_history(self, item_ids: list[str]) -> np.ndarray:
         """External ids in time order -> [max_len] int64 left-padded; unknown items are skipped."""
@@ -266,6 +291,43 @@ class Release:
         if idx:
             out[self.max_len - len(idx) :] = idx
         return out
+
+    def vector(self, item_id: str) -> np.ndarray | None:
+        """The item's embedding: the trained one, else its new-item (category) vector, else None."""
+        i = self.item_index.get(item_id)
+        return self.embeddings[i - 1] if i is not None else self.new_items.vector(item_id)
+
+    def knows(self, item_id: str) -> bool:
+        """The item has a vector in this release (trained, or a new item)."""
+        return item_id in self.item_index or item_id in self.new_items
+
+    def encode_behaviors(self, item_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """External ids in time order -> behaviors [max_len, d] left-padded and mask [max_len]: the newest
+        max_len items that have a vector (trained or new); the others are skipped."""
+        vectors = [v for v in (self.vector(i) for i in item_ids) if v is not None][-self.max_len :]
+        out = np.zeros((self.max_len, self.d), dtype=np.float32)
+        mask = np.zeros(self.max_len, dtype=bool)
+        if vectors:
+            out[self.max_len - len(vectors) :] = vectors
+            mask[self.max_len - len(vectors) :] = True
+        return out, mask
+
+    def label(self, item_id: str) -> int | None:
+        """The item's label in `search` results (trained: its row; new: n + its number), or None."""
+        i = self.item_index.get(item_id)
+        return i - 1 if i is not None else self.new_items.label(item_id)
+
+    def item_id(self, label: int) -> str:
+        return self.item_ids[label] if label < len(self.item_ids) else self.new_items.item_id(label)
+
+    @property
+    def n_indexed(self) -> int:
+        return len(self.item_ids) + len(self.new_items)
+
+    def search(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query row: (labels, hnswlib distances) of the best k trained and new items, best first; serialised
+        with the index's writers (model/new_items.py)."""
+        return self.new_items.search(queries, k)
 
     def encode_profile(self, profile: dict[str, str] | None) -> np.ndarray:
         profile = profile or {}
@@ -338,6 +400,15 @@ def load_release(path: str | Path) -> Release:
     except RuntimeError as e:
         raise ReleaseError(f"{path / 'items.hnsw'}: hnswlib cannot load it ({e})") from None
     index.set_ef(int(manifest.get("hnsw", {}).get("ef_search", HNSW_EF_SEARCH)))
+    categories = [str(c) for c in manifest.get("categories") or []]
+    try:
+        category_vectors = np.load(path / "category_embeddings.npy", allow_pickle=False)
+    except ValueError as e:
+        raise ReleaseError(f"{path / 'category_embeddings.npy'}: cannot load without pickle ({e})") from None
+    if category_vectors.dtype != np.float32 or category_vectors.shape != (len(categories) + 1, d) \
+            or not np.isfinite(category_vectors).all():
+        raise ReleaseError(f"{path / 'category_embeddings.npy'}: expected finite float32 [{len(categories) + 1}, "
+                           f"{d}] (categories + none), got {category_vectors.dtype} {list(category_vectors.shape)}")
     # The checksums pin every file; this checks that the index and the embeddings belong together. On a
     # sample: hnswlib's get_items builds a Python list of every float while holding the GIL (11 s for 1M
     # items), which would stall the worker's event loop during a hot swap (docs/benchmarks/hotswap.md).
@@ -359,8 +430,8 @@ def load_release(path: str | Path) -> Release:
     except Exception as e:  # onnxruntime raises its own exception types for malformed models
         raise ReleaseError(f"{path / 'user_tower.onnx'}: onnxruntime cannot load it ({e})") from None
     outputs = {o.name for o in session.get_outputs()}
-    if not {"interests", "n_interests"} <= outputs or "items" not in {i.name for i in session.get_inputs()}:
-        raise ReleaseError(f"{path / 'user_tower.onnx'}: expected input items, outputs interests and n_interests")
+    if not {"interests", "n_interests"} <= outputs or "behaviors" not in {i.name for i in session.get_inputs()}:
+        raise ReleaseError(f"{path / 'user_tower.onnx'}: expected input behaviors, outputs interests and n_interests")
 
     release = Release(
         path=path,
@@ -372,6 +443,7 @@ def load_release(path: str | Path) -> Release:
         embeddings=emb,
         index=index,
         profile_fields={k: dict(v) for k, v in manifest["profile_fields"].items()},
+        new_items=NewItems(index, n, categories, category_vectors),
         session=session,
     )
     # smoke inference: two users of different lengths through the real tower

@@ -236,6 +236,7 @@ _MODEL_FLAGS = {
     "profile_dim": (int, "embedding size per profile field"),
     "hard_neg_beta": (float, "REMI interest-aware hard negatives, 0 = off"),
     "routing_reg": (float, "REMI routing regularisation weight, 0 = off"),
+    "id_dropout": (float, "DropoutNet: share of items whose id embedding is dropped per training step, 0 = off"),
     "dropout": (float, "dropout in the H-layer"),
     "objective": (str, "label_aware = the paper's label-aware attention; max = every item scored by the max over "
                   "interests, as serving does; logsumexp = its smooth bound"),

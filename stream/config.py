@@ -54,6 +54,9 @@ class Settings:
     # hop), but 5 ms made the worker fetch so often that Tansu's cost per fetch, which grows with the data it
     # holds, stalled the worker after ~20k clicks (docs/reliability.md §5); 50 ms does not.
     fetch_max_wait_ms: int = 50
+    # new items (not in the served release, indexed live with their category vector) per model version; past it
+    # the oldest go (model/new_items.py)
+    max_new_items: int = 100_000
     log_level: str = "info"
 
     @classmethod
@@ -154,6 +157,7 @@ ENV_NAMES: dict[str, str] = {
     "producer_max_batch_bytes": "MINDSTREAM_PRODUCER_MAX_BATCH_BYTES",
     "producer_linger_ms": "MINDSTREAM_PRODUCER_LINGER_MS",
     "fetch_max_wait_ms": "MINDSTREAM_FETCH_MAX_WAIT_MS",
+    "max_new_items": "MINDSTREAM_MAX_NEW_ITEMS",
     "log_level": "MINDSTREAM_LOG_LEVEL",
 }
 
@@ -163,3 +167,4 @@ USER_INTERESTS = "user-interests"
 CANDIDATES = "candidates"
 CLICKS_DLQ = "clicks-dlq"
 MODEL_RELEASES = "model-releases"
+ITEMS = "items"

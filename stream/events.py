@@ -24,8 +24,8 @@ MISSING_FIELD = "missing_field"
 WRONG_TYPE = "wrong_type"
 BAD_VALUE = "bad_value"
 KEY_MISMATCH = "key_mismatch"
-# Valid clicks on an item the serving model does not know: kept in the behavior sequence and also
-# dead-lettered, so the unknown ids are visible to whoever maintains the catalog.
+# The `status` of a valid click on an item the serving model was not trained on (mindstream_events_total): kept in
+# the behavior sequence, represented by its category vector when one is known; never dead-lettered.
 UNKNOWN_ITEM = "unknown_item"
 
 

@@ -9,6 +9,7 @@ is not missed.
 Per announcement: the release is loaded and verified OFF the event loop (load_release checks every sha256,
 loads the ONNX tower, checks dims against the index and runs a smoke inference: seconds of CPU that must not
 stall the agents), then the announced manifest_sha256 and version are compared with what was loaded, and
+then the catalog's new items the release was not trained on are indexed in it (also off the loop), and
 only then `registry.serve` switches it in. That switch is one synchronous call on the event loop, so an
 agent sees the old release or the new one, never half of each; the interest agent takes `registry.current`
 once per batch and stamps that version on its output. A release that fails is rejected, counted
@@ -30,6 +31,7 @@ from stream.announce import Announcement
 from stream.config import MODEL_RELEASES, Settings
 from stream.kafka_security import aiokafka_kwargs
 from stream.releases import ReleaseRegistry
+from stream.topic_reader import assign_all
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -74,6 +76,9 @@ async def handle(raw: bytes | None, registry: ReleaseRegistry, models_dir: str |
         metrics.MODEL_SWAPS.labels(result=REJECTED).inc()
         log.error("release %s rejected, still serving %s: %s", announcement.version, _serving(registry), e)
         return REJECTED
+    # the catalog's new items indexed in the new version's own vectors, off the loop (release not held yet:
+    # nothing else touches its index); those registered meanwhile are indexed by serve()
+    await loop.run_in_executor(None, registry.adopt, release, list(registry.catalog.items()))
     before = _serving(registry)
     registry.serve(release)  # synchronous: the one atomic switch
     metrics.MODEL_SWAPS.labels(result=OK).inc()
@@ -90,7 +95,7 @@ def _serving(registry: ReleaseRegistry) -> str | None:
 
 def install(app: faust.App, settings: Settings, registry: ReleaseRegistry, poll_ms: int = 500) -> None:
     """Add the release-following task to `app` (every role: both agents serve from the registry)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
     topic_name = settings.topic(MODEL_RELEASES)
     # declared so the topic exists (one partition: announcements are totally ordered) before it is read
@@ -104,14 +109,7 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry, poll_
                                     enable_auto_commit=False, fetch_max_wait_ms=poll_ms, **aiokafka_kwargs())
         await consumer.start()
         try:
-            parts = None
-            while not parts:
-                parts = consumer.partitions_for_topic(topic_name)
-                if not parts:
-                    await consumer.topics()  # refreshes the metadata
-                    await asyncio.sleep(poll_ms / 1000.0)
-            tps = [TopicPartition(topic_name, p) for p in sorted(parts)]
-            consumer.assign(tps)
+            tps = await assign_all(consumer, topic_name, poll_ms)
             latest = await _catch_up(consumer, tps, poll_ms)
             if latest is not None:
                 await _guarded(latest.value, registry, models_dir)

@@ -1,7 +1,11 @@
 """The interest agent: clicks -> behavior sequence (RocksDB table) -> ONNX user tower -> user-interests.
 
     clicks (raw bytes) ──► validate ──► de-duplicate, append to `behaviors` ──► tower (batched) ──► user-interests
-                              └── bad record, unknown item ──► clicks-dlq
+                              └── bad record ──► clicks-dlq      └── new item with a category ──► items
+
+A click on an item the served release was not trained on is a valid click: it is applied and counted
+(unknown_item). When the click or the `items` catalog gives its category, the item has that category's vector
+(model/new_items.py), in the user's sequence and in the index, so the click moves the user's interests.
 
 Clicks are taken in small batches (`batch_max` within `batch_window_ms`): the users of one batch share
 one ONNX run. Offsets are acknowledged only after the batch's interests are sent (at-least-once; a
@@ -23,6 +27,7 @@ from model.release import Release
 from stream import metrics
 from stream.app import current_event, table_options
 from stream.behaviors import Behaviors
+from stream.catalog import CLICK_SOURCE, CatalogItem, announce, register
 from stream.config import CLICKS, CLICKS_DLQ, USER_INTERESTS, Settings
 from stream.events import UNKNOWN_ITEM, Click, InvalidEvent, dead_letter, parse_click
 from stream.recall import CandidatesPublisher, RecallRequest
@@ -65,11 +70,14 @@ def kept_interests(interests: np.ndarray, n_interests: int) -> np.ndarray:
 
 
 def run_tower(release: Release, users: list[tuple[str, Behaviors]]) -> tuple[np.ndarray, np.ndarray]:
-    """One ONNX run for the users of a batch: interests [B, K, d], n_interests [B]."""
-    items = np.stack([release.encode_history(b.items) for _, b in users])
+    """One ONNX run for the users of a batch: interests [B, K, d], n_interests [B]. Behaviors are the items'
+    vectors in this release: trained ones, and new items' category vectors."""
+    encoded = [release.encode_behaviors(b.items) for _, b in users]
+    behaviors = np.stack([e for e, _ in encoded])
+    mask = np.stack([m for _, m in encoded])
     profile = np.stack([release.encode_profile(b.profile) for _, b in users])
     with metrics.USER_TOWER_SECONDS.time():
-        return release.user_tower(items, profile)
+        return release.tower(behaviors, mask, profile)
 
 
 @dataclass
@@ -128,9 +136,11 @@ async def emit(release: Release, users: list[_Recompute], interests_topic: faust
 
 
 def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
-            candidates: CandidatesPublisher | None = None) -> faust.Table:
+            candidates: CandidatesPublisher | None = None, items_topic: faust.types.TopicT | None = None
+            ) -> faust.Table:
     """Declare the interest agent on `app`; returns its `behaviors` table (user id -> Behaviors state).
-    With `candidates` (`--role all`), each batch's interests also go to recall in memory."""
+    With `candidates` (`--role all`), each batch's interests also go to recall in memory. With `items_topic`,
+    an item first seen in a click that names its category is announced there."""
     clicks_topic = app.topic(settings.topic(CLICKS), key_serializer="raw", value_serializer="raw",
                              partitions=settings.partitions)
     dlq_topic = app.topic(settings.topic(CLICKS_DLQ), key_serializer="raw", value_serializer="json",
@@ -161,20 +171,21 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
         behaviors_table[click.user_id] = state.to_state()
         if click.item_id in release.item_index:
             metrics.EVENTS.labels(status="ok").inc()
-        else:
+        else:  # valid, kept in the sequence; a new item when its category is known
             metrics.EVENTS.labels(status=UNKNOWN_ITEM).inc()
-            await reject(event.key, event.value, UNKNOWN_ITEM,
-                         f"item {click.item_id!r} not in model {release.version}; kept in the sequence")
+            if click.category is not None and registry.catalog.get(click.item_id) != click.category:
+                register(registry, CatalogItem(click.item_id, click.category), CLICK_SOURCE)
+                if items_topic is not None:
+                    await announce(items_topic, click.item_id, click.category)
         entry = pending.setdefault(click.user_id, _Pending(state, click.ts, event))
         entry.event_ts, entry.event = click.ts, event
         entry.events.append(event)
         entry.consumed.append(getattr(event.message, "time_in", None) or time.monotonic())
 
     async def publish(release: Release, pending: dict[str, _Pending]) -> None:
-        # a user none of whose items the model knows gets no interest update
-        known = release.item_index
+        # a user none of whose items has a vector in the release gets no interest update
         users = [_Recompute(u, p.behaviors, p.event_ts, p.event) for u, p in pending.items()
-                 if any(i in known for i in p.behaviors.items)]
+                 if any(release.knows(i) for i in p.behaviors.items)]
         if not users:
             return
 
@@ -242,8 +253,7 @@ def install_refresh(app: faust.App, settings: Settings, registry: ReleaseRegistr
             behaviors = Behaviors.from_state(state)
             # event_ts: the newest behavior the interests are computed from, as for a click
             users[user_id] = _Recompute(user_id, behaviors, behaviors.seq[-1][0], event)
-        known = release.item_index
-        batch = [u for u in users.values() if any(i in known for i in u.behaviors.items)]
+        batch = [u for u in users.values() if any(release.knows(i) for i in u.behaviors.items)]
         metrics.REFRESHES.labels(status="unknown_items").inc(len(users) - len(batch))
         if not batch:
             return

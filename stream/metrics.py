@@ -39,6 +39,15 @@ REFRESHES = Counter(
     "Refresh requests (mindstream refresh), by outcome: ok, no_behaviors, unknown_items, error.",
     ["status"],
 )
+NEW_ITEMS = Counter(
+    "mindstream_new_items",
+    "Items the served model was not trained on, indexed live with their category vector, by source: items "
+    "(the catalog topic), click (a click naming its category).",
+    ["source"],
+)
+NEW_ITEMS_LIVE = Gauge("mindstream_new_items_live", "New items in the served version's index (bounded).")
+ITEM_RECORDS = Counter("mindstream_item_records", "Records read from the items topic, by outcome: ok, invalid.",
+                       ["status"])
 MODEL_INFO = Gauge("mindstream_model_info", "1 for the model version being served.", ["version"])
 MODEL_SWAPS = Counter("mindstream_model_swaps", "Model release swaps, by result: ok, rejected.", ["result"])
 # `version` beside the contract's `k`: the online hit rate compares model versions (stream/online.py).
@@ -53,6 +62,10 @@ for _status in ("ok", "invalid", "duplicate", "unknown_item"):
     EVENTS.labels(status=_status)  # series exist at 0 from the start: rate() has data, alerts see a baseline
 for _status in ("ok", "no_behaviors", "unknown_items", "error"):
     REFRESHES.labels(status=_status)
+for _source in ("items", "click"):
+    NEW_ITEMS.labels(source=_source)
+for _status in ("ok", "invalid"):
+    ITEM_RECORDS.labels(status=_status)
 for _result in ("ok", "rejected"):
     MODEL_SWAPS.labels(result=_result)
 

@@ -6,7 +6,9 @@ Sources:
 * any other format `model.data.load_dataset` reads (Amazon sequences, MovieLens atomic files)
   is replayed user-interleaved: round n sends every user's n-th click, so each user's sequence
   grows in its own time order while all users are active at once;
-* `--simulate` draws from the seeded simulator (stream/simulate.py).
+* `--simulate` draws from the seeded simulator (stream/simulate.py);
+* `--items FILE` publishes an item catalog (JSONL or CSV: `item_id,category[,ts]`) to the `items` topic,
+  keyed by item id: the workers index the items the served model does not know at once (stream/catalog.py).
 
 `ts` is stamped with the send time by default: `candidates` and the worker's
 `mindstream_event_to_candidates_seconds` measure latency as published_ts - event ts, which is
@@ -29,7 +31,8 @@ from typing import TypeVar
 
 from model.data import DataError, iter_json_objects, load_dataset
 from model.progress import Progress
-from stream.config import CANDIDATES, CLICKS, CLICKS_DLQ, USER_INTERESTS, Settings
+from stream.catalog import read_catalog
+from stream.config import CANDIDATES, CLICKS, CLICKS_DLQ, ITEMS, USER_INTERESTS, Settings
 from stream.kafka_security import kafka_python_kwargs
 from stream.simulate import ClickSimulator, add_sim_arguments, sim_config_from
 
@@ -282,11 +285,15 @@ def configure(p: argparse.ArgumentParser) -> None:
                      help="click log (JSONL/CSV: user_id,item_id[,ts,category,event_id]) or any dataset that "
                           "`mindstream train` reads (Amazon .txt, MovieLens directory)")
     src.add_argument("--simulate", action="store_true", help="draw clicks from the seeded simulator")
+    src.add_argument("--items", type=Path, metavar="FILE",
+                     help="publish an item catalog (JSONL/CSV: item_id,category[,ts]) to the items topic")
     settings = Settings.from_env()
     p.add_argument("--bootstrap", default=settings.bootstrap,
                    help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP; default %(default)s)")
     p.add_argument("--topic", default=settings.topic(CLICKS),
                    help="clicks topic (env MINDSTREAM_TOPIC_PREFIX is prepended; default %(default)s)")
+    p.add_argument("--items-topic", default=settings.topic(ITEMS),
+                   help="catalog topic of --items (env MINDSTREAM_TOPIC_PREFIX is prepended; default %(default)s)")
     p.add_argument("--rate", type=float, default=float(os.environ.get("MINDSTREAM_PRODUCE_RATE", "100")),
                    help="events per second, 0 = as fast as possible (env MINDSTREAM_PRODUCE_RATE; "
                         "default %(default)s)")
@@ -303,9 +310,23 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_sim_arguments(p)
 
 
+def produce_items(path: Path, bootstrap: str, topic: str, partitions: int, progress: bool = True) -> SendSummary:
+    """Publish the catalog file at `path` to `topic`, keyed by item id (every row is checked before the first
+    send: a bad file sends nothing)."""
+    items = list(read_catalog(path))
+    ensure_topics(bootstrap, [topic], partitions)
+    return send_keyed(items, lambda item: item.record(), bootstrap, topic, progress=progress, total=len(items),
+                      unit="item")
+
+
 def run(args: argparse.Namespace) -> int:
     from stream.errors import CommandError
 
+    if args.items is not None:
+        s = produce_items(args.items, args.bootstrap, args.items_topic, args.partitions, not args.no_progress)
+        print(f"sent {s.sent} items to {args.items_topic} in {s.elapsed_s:.2f} s"
+              + (f"; {s.failed} failed, first error: {s.first_error}" if s.failed else ""))
+        return 1 if s.failed else 0
     if args.rate < 0 or (args.limit is not None and args.limit < 0) or (args.users is not None and args.users < 1):
         raise CommandError("--rate and --limit must be >= 0, --users >= 1")
     try:

@@ -5,7 +5,8 @@
 
 An item's score for a user is the paper's: max over the user's K'u interests of e_i · v_u^k. Interests are
 searched in the index of the model version that computed them (never another version's index: the vector
-spaces differ). The latest list per user is kept in a table for the online hit rate and the per-user endpoint.
+spaces differ), which holds the version's trained items and its new items (model/new_items.py). The latest
+list per user is kept in a table for the online hit rate and the per-user endpoint.
 """
 
 from __future__ import annotations
@@ -58,30 +59,27 @@ def recall_batch(release: Release, queries: list[tuple[np.ndarray, set[str] | li
     if not queries:
         return []
     blocks = [np.atleast_2d(np.asarray(interests, dtype=np.float32)) for interests, _ in queries]
-    seen = [np.fromiter((release.item_index[i] - 1 for i in set(history) if i in release.item_index), dtype=np.int64)
+    seen = [np.fromiter((lab for lab in map(release.label, set(history)) if lab is not None), dtype=np.int64)
             for _, history in queries]
-    n_items = len(release.item_ids)
     # ask for enough that top_n survive the history filter, whatever the history holds
-    k = min(n_items, top_n + max(len(s) for s in seen))
+    k = min(release.n_indexed, top_n + max(len(s) for s in seen))
     if k <= 0:
         return [[] for _ in queries]
-    labels, distances = release.index.knn_query(np.ascontiguousarray(np.concatenate(blocks)), k=k, num_threads=1)
-    scores = 1.0 - distances  # hnswlib 'ip' distance is 1 - dot product
+    rows = release.search(np.ascontiguousarray(np.concatenate(blocks)), k)
     out: list[list[dict[str, Any]]] = []
     row = 0
     for block, seen_labels in zip(blocks, seen, strict=True):
-        rows = slice(row, row + block.shape[0])
+        found = rows[row : row + block.shape[0]]
         row += block.shape[0]
-        label = labels[rows].ravel().astype(np.int64)
-        score = scores[rows].ravel()
-        interest = np.repeat(np.arange(block.shape[0]), k)
+        label = np.concatenate([lab for lab, _ in found])
+        score = 1.0 - np.concatenate([dist for _, dist in found])  # hnswlib 'ip' distance is 1 - dot product
+        interest = np.repeat(np.arange(block.shape[0]), [len(lab) for lab, _ in found])
         order = np.lexsort((interest, label, -score))  # best score first, then item, then interest
         label, score, interest = label[order], score[order], interest[order]
         _, first = np.unique(label, return_index=True)  # each item once, with its best interest
         first.sort()
         keep = first[~np.isin(label[first], seen_labels)][:top_n]
-        ids = release.item_ids
-        out.append([{"item_id": ids[lab], "score": sc, "interest": it}
+        out.append([{"item_id": release.item_id(lab), "score": sc, "interest": it}
                     for lab, sc, it in zip(label[keep].tolist(), score[keep].tolist(), interest[keep].tolist(),
                                            strict=True)])
     return out

@@ -5,7 +5,9 @@
 1. Export: every partition of `clicks` is read from the beginning up to the end offsets taken at the start
    (kafka-python, partitions assigned: no consumer group, no offsets committed). Each record is judged by the
    worker's own validation (stream/events.py); invalid ones are skipped and counted by reason. Clicks older
-   than --days (by event `ts`) are left out, redelivered duplicates are dropped.
+   than --days (by event `ts`) are left out, redelivered duplicates are dropped. The `items` catalog is read
+   too: a click without a category takes its item's catalog category, so the items the workers served as new
+   items (stream/catalog.py) are trained as ordinary items, with their category.
 2. The training set is written as clicks JSONL (the format model/data.py reads) to
    <models>/datasets/<version>.jsonl, the base dataset's interactions first when --base is given. Items seen
    only in the stream enter the vocabulary like any other.
@@ -25,8 +27,9 @@ from typing import TYPE_CHECKING
 
 from model.data import load_dataset
 from model.release import ReleaseError, current_release_dir, load_release, new_version, set_current
+from stream import catalog
 from stream.announce import announcement_for, publish
-from stream.config import CLICKS, MODEL_RELEASES, Settings
+from stream.config import CLICKS, ITEMS, MODEL_RELEASES, Settings
 from stream.events import Click, InvalidEvent, parse_click
 from stream.topic_reader import read_to_end
 
@@ -76,8 +79,11 @@ def read_clicks(bootstrap: str, topic: str, since_ts: float | None, max_event_by
     return clicks, stats
 
 
-def write_training_set(path: Path, clicks: list[Click], base: str | Path | None = None) -> int:
-    """Clicks JSONL at `path` (base interactions first); returns the number of rows."""
+def write_training_set(path: Path, clicks: list[Click], base: str | Path | None = None,
+                       categories: dict[str, str] | None = None) -> int:
+    """Clicks JSONL at `path` (base interactions first); returns the number of rows. `categories` (the `items`
+    catalog) gives a click that names none its item's category."""
+    categories = categories or {}
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = 0
     tmp = path.with_name(f".{path.name}.tmp")
@@ -105,8 +111,9 @@ def write_training_set(path: Path, clicks: list[Click], base: str | Path | None 
             row = {"user_id": click.user_id, "item_id": click.item_id, "ts": click.ts}
             if click.event_id is not None:
                 row["event_id"] = click.event_id
-            if click.category is not None:
-                row["category"] = click.category
+            category = click.category if click.category is not None else categories.get(click.item_id)
+            if category is not None:
+                row["category"] = category
             if click.profile:
                 row["profile"] = click.profile
             f.write(json.dumps(row) + "\n")
@@ -127,7 +134,7 @@ def retrain(models_dir: str | Path, bootstrap: str, topic_prefix: str = "", days
     clicks, stats = read_clicks(bootstrap, topic_prefix + CLICKS, since)
     version = new_version()
     dataset = models_dir / "datasets" / f"{version}.jsonl"
-    write_training_set(dataset, clicks, base)
+    write_training_set(dataset, clicks, base, catalog.read_topic(bootstrap, topic_prefix + ITEMS))
     try:
         previous = current_release_dir(models_dir).name
     except ReleaseError:

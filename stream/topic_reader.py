@@ -1,4 +1,5 @@
-"""Read Kafka topics once, from the beginning to their end, without a consumer group.
+"""Read Kafka topics without a consumer group: once, from the beginning to their end (kafka-python), or followed
+by every worker (aiokafka, `assign_all`).
 
 Used by the jobs that look at a whole topic (`retrain` reads `clicks`, `refresh` reads the behaviors
 changelog). No group: a group join on Tansu waits max_poll_interval_ms (ENVIRONMENT.md), and nothing is
@@ -11,9 +12,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream.kafka_security import kafka_python_kwargs
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+
+async def assign_all(consumer: AIOKafkaConsumer, topic: str, poll_ms: int) -> list[TopicPartition]:
+    """Assign every partition of `topic` to a started group-less aiokafka consumer (waiting for its metadata):
+    a task every worker runs this way hears every record, where an agent in the worker group would not."""
+    import asyncio
+
+    from aiokafka import TopicPartition
+
+    parts = None
+    while not parts:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            await consumer.topics()  # refreshes the metadata
+            await asyncio.sleep(poll_ms / 1000.0)
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    return tps
 
 
 def read_to_end(bootstrap: str, topics: list[str], timeout_s: float = 60.0) -> Iterator[Any]:

@@ -35,6 +35,8 @@ HELP = {
     "producer_linger_ms": "longest wait, in ms, for a produce batch to fill",
     "fetch_max_wait_ms": "longest time, in ms, the broker may hold a fetch for more data (Faust's fixed 1500 "
                          "adds up to 1.5 s per hop on a quiet partition)",
+    "max_new_items": "most new items (not in the served release, indexed live by category) per model version; "
+                     "past it the oldest go",
     "log_level": "log level (debug, info, warning, error)",
 }
 
@@ -59,18 +61,19 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def build(settings: Settings):
     """The configured Faust app with its agents and the release registry it serves from. The agents' tables
     are `app.tables["behaviors"]` (interest role) and `app.tables["latest-candidates"]` (recall role)."""
-    from stream import hotswap, interests, monitoring, recall
+    from stream import catalog, hotswap, interests, monitoring, recall
     from stream.app import create_app
     from stream.releases import ReleaseRegistry
 
-    registry = ReleaseRegistry(settings.models_dir)
+    registry = ReleaseRegistry(settings.models_dir, max_new_items=settings.max_new_items)
     registry.load_initial(settings.release or None)
     app = create_app(settings)
+    items_topic = catalog.install(app, settings, registry)  # follows `items`: new items indexed live
     # one process running both agents hands the interests to recall in memory, not through user-interests
     candidates = recall.install(app, settings, registry, consume=settings.role == "recall") \
         if settings.runs_recall() else None
     if settings.runs_interest():
-        interests.install(app, settings, registry, candidates)
+        interests.install(app, settings, registry, candidates, items_topic)
     monitoring.install(app, settings, registry)  # consumer lag, online hit rate, /users pages
     hotswap.install(app, settings, registry)  # follows model-releases: verified releases swap in (docs/hotswap.md)
     return app, registry

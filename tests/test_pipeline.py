@@ -264,8 +264,8 @@ def test_bad_events_are_dead_lettered_and_the_valid_ones_around_them_processed(p
         assert record.key == key
         assert base64.b64decode(value["raw"]) == raw
         assert value["error"] and isinstance(value["ts"], float)
-    unknown = [json.loads(r.value) for r in dlq if json.loads(r.value)["reason"] == "unknown_item"]
-    assert {json.loads(base64.b64decode(v["raw"]))["user_id"] for v in unknown} == {"dlq-user", s.unknown_only_user}
+    # a click on an item the model does not know is valid: counted below, never dead-lettered
+    assert not [r for r in dlq if json.loads(r.value)["reason"] == "unknown_item"]
     # every valid click of the user, the unknown item included, is in the sequence
     assert final_lengths(pipeline["interests"])["dlq-user"] == s.valid["dlq-user"] == 13
     text = pipeline["metrics"]

@@ -3,17 +3,20 @@ history removed, top N best first, each item credited to the interest that score
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from pathlib import Path
 
 import hnswlib
 import numpy as np
 import pytest
 
+from model.new_items import NewItems
+from model.release import Release
 from stream.recall import BadInterests, parse_interests, recall, recall_batch
 
 
 @pytest.fixture(scope="module")
-def release() -> SimpleNamespace:
+def release() -> Release:
+    """A release of 300 random items, no tower (recall never runs it)."""
     rng = np.random.default_rng(3)
     emb = rng.normal(size=(300, 8)).astype(np.float32)
     index = hnswlib.Index(space="ip", dim=8)
@@ -21,17 +24,18 @@ def release() -> SimpleNamespace:
     index.add_items(emb, np.arange(300))
     index.set_ef(300)  # exhaustive enough to compare with brute force
     ids = [f"item-{i}" for i in range(300)]
-    return SimpleNamespace(item_ids=ids, item_index={x: i + 1 for i, x in enumerate(ids)}, embeddings=emb,
-                           index=index)
+    return Release(path=Path("."), version="test", manifest={}, manifest_sha256="", item_ids=ids,
+                   item_index={x: i + 1 for i, x in enumerate(ids)}, embeddings=emb, index=index, profile_fields={},
+                   new_items=NewItems(index, 300, [], np.zeros((1, 8), np.float32)), session=None)
 
 
-def brute_force(release: SimpleNamespace, interests: np.ndarray, history: set[str], n: int) -> list[str]:
+def brute_force(release: Release, interests: np.ndarray, history: set[str], n: int) -> list[str]:
     scores = (release.embeddings @ interests.T).max(axis=1)
     order = np.argsort(-scores)
     return [release.item_ids[i] for i in order if release.item_ids[i] not in history][:n]
 
 
-def test_matches_brute_force_max_over_interests(release: SimpleNamespace) -> None:
+def test_matches_brute_force_max_over_interests(release: Release) -> None:
     rng = np.random.default_rng(5)
     interests = rng.normal(size=(3, 8)).astype(np.float32)
     out = recall(release, interests, set(), 20)
@@ -45,7 +49,7 @@ def test_matches_brute_force_max_over_interests(release: SimpleNamespace) -> Non
         assert c["score"] == pytest.approx(float(per_interest.max()), abs=1e-4)
 
 
-def test_history_is_excluded_and_n_still_returned(release: SimpleNamespace) -> None:
+def test_history_is_excluded_and_n_still_returned(release: Release) -> None:
     interests = release.embeddings[:2].copy()
     top = [c["item_id"] for c in recall(release, interests, set(), 30)]
     history = set(top[:25]) | {"not-in-the-model"}
@@ -54,7 +58,7 @@ def test_history_is_excluded_and_n_still_returned(release: SimpleNamespace) -> N
     assert out == brute_force(release, interests, history, 30)
 
 
-def test_n_larger_than_the_catalog(release: SimpleNamespace) -> None:
+def test_n_larger_than_the_catalog(release: Release) -> None:
     out = recall(release, release.embeddings[:1], {"item-0"}, 1000)
     assert len(out) == 299 and "item-0" not in {c["item_id"] for c in out}
 
@@ -70,7 +74,7 @@ def test_parse_interests_rejects_what_recall_cannot_use() -> None:
             parse_interests(bad)
 
 
-def test_a_batch_of_users_with_different_interest_counts_equals_each_user_alone(release: SimpleNamespace) -> None:
+def test_a_batch_of_users_with_different_interest_counts_equals_each_user_alone(release: Release) -> None:
     """One hnswlib query for the interests of several users (K'u = 1, 3, 2, 4): each user's list is the one
     `recall` gives that user alone, and the brute-force max over that user's interests only."""
     rng = np.random.default_rng(11)
