@@ -22,7 +22,9 @@ from typing import Any
 
 import faust
 import numpy as np
+import torch
 
+from model.mind import interest_similarity
 from model.release import Release
 from stream import metrics
 from stream.app import current_event, table_options
@@ -67,6 +69,15 @@ def interests_message(user_id: str, release: Release, interests: np.ndarray, beh
 def kept_interests(interests: np.ndarray, n_interests: int) -> np.ndarray:
     """A user's K'u interests [K'u, d] out of the tower's [K, d]: its interest count, within 1..K."""
     return interests[:max(1, min(int(n_interests), interests.shape[0]))]
+
+
+def observe_interest_similarity(interests: list[np.ndarray], n_interests: list[int]) -> None:
+    """Each user's mean pairwise interest cosine into `mindstream_interest_similarity` (users with two or more),
+    computed by the function the offline report uses (model/mind.py), one call per batch."""
+    sim, has_pairs = interest_similarity(torch.from_numpy(np.stack(interests)),
+                                         torch.as_tensor(np.asarray(n_interests, dtype=np.int64)))
+    for value in sim[has_pairs].tolist():
+        metrics.INTEREST_SIMILARITY.observe(value)
 
 
 def run_tower(release: Release, users: list[tuple[str, Behaviors]]) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +131,8 @@ async def emit(release: Release, users: list[_Recompute], interests_topic: faust
     done, failed = run_tower_isolated(release, users)
     for u, e in failed:
         log.error("user tower of %s failed for user %s: %r", release.version, u.user_id, e)
+    if done:
+        observe_interest_similarity([vectors for _, vectors, _ in done], [n for _, _, n in done])
     requests = []
     for u, user_interests, n_interests in done:
         vectors = kept_interests(user_interests, n_interests)

@@ -34,6 +34,12 @@ EVENT_TO_CANDIDATES_SECONDS = Histogram(
     "Click ts (producer clock) -> candidates published.",
     buckets=LATENCY_BUCKETS,
 )
+INTEREST_SIMILARITY = Histogram(
+    "mindstream_interest_similarity",
+    "Mean pairwise cosine of a user's interests, per recompute of a user with two or more: values near 1 mean the "
+    "interests collapsed into copies of one vector (routing collapse).",
+    buckets=(-0.5, -0.25, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
 REFRESHES = Counter(
     "mindstream_refreshes",
     "Refresh requests (mindstream refresh), by outcome: ok, no_behaviors, unknown_items, error.",

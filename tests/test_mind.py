@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -397,3 +398,19 @@ def test_comirec_sa_attends_over_real_behaviors_with_k_fixed_interests():
     # the amount of padding does not change a user's interests (positions count from the most recent behavior)
     shorter = items[1:, -6:]  # the users with 5 and 1 behaviors, with less padding
     assert torch.allclose(model.user_tower(shorter, profile[1:])[0], interests[1:], atol=1e-6)
+
+
+def test_the_live_interest_similarity_metric_observes_users_with_several_interests():
+    from prometheus_client import REGISTRY
+
+    from stream.interests import observe_interest_similarity
+
+    def below(le: str) -> float:  # observations <= le (the histogram has no _sum: its buckets go below 0)
+        return REGISTRY.get_sample_value("mindstream_interest_similarity_bucket", {"le": le}) or 0.0
+
+    before = {le: below(le) for le in ("0.0", "0.99", "1.0")}
+    same = np.tile(np.eye(4, 6)[:1], (4, 1)).astype(np.float32)  # four copies of one vector: collapsed
+    orthogonal = np.eye(4, 6).astype(np.float32)
+    observe_interest_similarity([same, orthogonal, orthogonal], [3, 4, 1])  # the K'u = 1 user has no pair
+    added = {le: below(le) - n for le, n in before.items()}
+    assert added == {"0.0": 1, "0.99": 1, "1.0": 2}  # cosine 0 (orthogonal) and 1 (collapsed), nothing else
