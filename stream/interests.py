@@ -104,7 +104,7 @@ class _Recompute:
 def run_tower_isolated(release: Release, users: list[_Recompute]
                        ) -> tuple[list[tuple[_Recompute, np.ndarray, int]], list[tuple[_Recompute, Exception]]]:
     """One tower run for the batch; if it raises, one run per user, so that an input the tower cannot take
-    (e.g. an item index beyond its embedding table) costs that user's update, not the batch. Returns
+    (e.g. a profile index beyond its embedding table) costs that user's update, not the batch. Returns
     ([(user, interests [K, d], n_interests)], [(user, error)])."""
     try:
         interests, n_interests = run_tower(release, [(u.user_id, u.behaviors) for u in users])

@@ -13,8 +13,6 @@ import shutil
 import time
 from pathlib import Path
 
-import hnswlib
-import numpy as np
 import pytest
 from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry, Gauge
@@ -61,36 +59,28 @@ def test_a_tower_that_onnxruntime_cannot_load_is_rejected_although_its_checksums
 
 
 def poisoned_copy(release: Path, where: Path) -> Path:
-    """The release with one more item ("poison") in its item table (ids, embeddings, index) than in its ONNX
-    tower's embedding table: it passes every check of load_release (checksums, shapes, index against embeddings,
-    smoke inference on known indices), and onnxruntime's Gather raises for any user whose history holds the
-    extra item. A real kind of defect: a tower exported from another vocabulary than the item side."""
+    """The release with one more occupation ("poison") in its profile vocabulary than its ONNX tower's profile
+    embedding table has rows: it passes every check of load_release (checksums, shapes, index against embeddings,
+    smoke inference), and onnxruntime's Gather raises for any user whose profile holds the extra value. A real
+    kind of defect: a tower exported from another vocabulary than the manifest's."""
     out = where / "poisoned"
     shutil.copytree(release, out)
-    emb = np.load(out / "item_embeddings.npy")
-    emb = np.vstack([emb, emb[:1]]).astype(np.float32)
-    np.save(out / "item_embeddings.npy", emb, allow_pickle=False)
-    with (out / "item_ids.txt").open("a") as f:
-        f.write(POISON + "\n")
-    index = hnswlib.Index(space="ip", dim=emb.shape[1])
-    index.init_index(max_elements=emb.shape[0])
-    index.add_items(emb, np.arange(emb.shape[0]))
-    index.save_index(str(out / "items.hnsw"))
     manifest = json.loads((out / "manifest.json").read_text())
-    manifest["item_count"] = int(emb.shape[0])
+    occupations = manifest["profile_fields"]["occupation"]
+    occupations[POISON] = max(occupations.values()) + 1
     (out / "manifest.json").write_text(json.dumps(manifest))
     reseal(out, "poisoned")
     return out
 
 
-def test_poisoned_release_loads_and_its_tower_raises_for_the_extra_item_only(ml100k_release: Path,
-                                                                            tmp_path: Path) -> None:
+def test_poisoned_release_loads_and_its_tower_raises_for_the_extra_value_only(ml100k_release: Path,
+                                                                             tmp_path: Path) -> None:
     release = load_release(poisoned_copy(ml100k_release, tmp_path))
-    fine = release.encode_history(["1", "2"])[None]
-    interests, n = release.user_tower(fine)
+    history = release.encode_history(["1", "2"])[None]
+    interests, n = release.user_tower(history, release.encode_profile({"occupation": "writer"})[None])
     assert interests.shape == (1, release.K, release.d) and 1 <= n[0] <= release.K
     with pytest.raises(Exception, match="Gather"):
-        release.user_tower(release.encode_history(["1", POISON])[None])
+        release.user_tower(history, release.encode_profile({"occupation": POISON})[None])
 
 
 def test_a_processing_error_costs_one_event_not_the_worker(ml100k_release: Path, tmp_path: Path) -> None:
@@ -103,7 +93,8 @@ def test_a_processing_error_costs_one_event_not_the_worker(ml100k_release: Path,
             clicks.append((user, {"event_id": f"{user}-{step}", "user_id": user, "item_id": str(1 + n * 4 + step),
                                   "ts": now + step}))
         if step == 1:  # in the middle of the stream, among the other users' clicks
-            clicks.append(("pe-bad", {"event_id": "bad-0", "user_id": "pe-bad", "item_id": POISON, "ts": now}))
+            clicks.append(("pe-bad", {"event_id": "bad-0", "user_id": "pe-bad", "item_id": "1", "ts": now,
+                                      "profile": {"occupation": POISON}}))
     last_ts = {user: now + 3 for user in users}
     with broker_with_topics(tmp_path / "broker.log", PARTITIONS) as broker:
         worker = Worker(broker.bootstrap, poisoned, tmp_path / "state", tmp_path / "worker.log", PARTITIONS,
