@@ -346,18 +346,20 @@ def e2e(releases: dict[str, Path], sim: ClickSimulator, tmp_path_factory: pytest
                         models_dir=models)
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
         out = Outputs(broker.bootstrap)
+        # the restart test replaces state["worker"]: teardown stops whichever worker runs then
+        state = {"broker": broker, "worker": worker, "producer": producer, "out": out, "tmp": tmp, "models": models}
         try:
             # warm up: the first rebalance takes a while on this broker
             release = load_release(releases["old"])
             click(producer, "warm", release.item_ids[0], 0)
             producer.flush()
             assert wait_until(lambda: out.latest(out.candidates, "warm") is not None, 240, [worker])
-            yield {"broker": broker, "worker": worker, "producer": producer, "out": out, "release": release,
-                   "tmp": tmp, "models": models}
+            state["release"] = release
+            yield state
         finally:
             out.close()
             producer.close()
-            worker.stop()
+            state["worker"].stop()
 
 
 def has_candidate(out: Outputs, user: str, item: str) -> bool:
