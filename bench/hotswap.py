@@ -6,7 +6,7 @@ Configuration (the defaults are the issue's acceptance run):
 * releases: two synthetic releases over the same `--items` catalog (bench/synthetic_release.py; seeds 0 and 1,
   so v2's vectors differ from v1's), side by side under runs/bench/hotswap/models-<items>; v1 is CURRENT when
   the worker starts, v2 is the one announced;
-* part 1, load+verify: `stream.hotswap.verify` (what a worker runs in its executor for an announcement:
+* part 1, load+verify: `stream.worker.hotswap.verify` (what a worker runs in its executor for an announcement:
   model.release.load_release with every sha256, the embeddings, the hnswlib index load and its check against the
   embeddings, the ONNX session and the smoke inference, then the announced version and manifest sha256), each run
   in a fresh process (`--load-runs`, median reported; the page cache is warm: the files were just written or
@@ -49,11 +49,11 @@ from bench.soak import consumed
 from bench.stream import OUT_DIR, CandidatesReader, latency_stats, machine_conditions, write_report
 from infra.broker import EmbeddedBroker, free_port
 from model.release import set_current
-from stream.announce import Announcement, announcement_for, publish
+from stream.commands.announce import Announcement, announcement_for, publish
+from stream.commands.demo import WorkerProcess, worker_env
+from stream.commands.produce import Pacer, ensure_topics, pipeline_topics, produce
+from stream.commands.simulate import ClickSimulator
 from stream.config import CANDIDATES, CLICKS, MODEL_RELEASES, Settings
-from stream.demo import WorkerProcess, worker_env
-from stream.produce import Pacer, ensure_topics, pipeline_topics, produce
-from stream.simulate import ClickSimulator
 from stream.topic_reader import read_to_end
 from tests.streamkit import metric_value, rss_bytes
 
@@ -97,7 +97,7 @@ def _phase_seconds(prof: cProfile.Profile) -> dict[str, float]:
 
 def load_once(announcement: Announcement, models_dir: str, profile: bool) -> dict:
     """In a fresh process: the worker's verify of `announcement`, timed; RSS added (peak and held)."""
-    from stream.hotswap import verify
+    from stream.worker.hotswap import verify
 
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS (VmHWM) to the current RSS
@@ -398,7 +398,8 @@ in the minute around the swap.** Clicks dropped: {sw['clicks_dropped']}; mixed v
 
 ## 1. Load+verify of the release ({c['items']:,} items)
 
-What a worker runs for an announcement, off its event loop: `stream.hotswap.verify` = `model.release.load_release`
+What a worker runs for an announcement, off its event loop: `stream.worker.hotswap.verify` =
+`model.release.load_release`
 (sha256 of every file against the manifest, embeddings loaded and checked, hnswlib index loaded and checked
 against the embeddings, ONNX session, smoke inference) + the announced version and manifest sha256. Each run in a
 fresh process (`{ld['release']}`); page cache warm. Runs: {', '.join(f'{s:.2f}' for s in ld['per_run_s'])} s.

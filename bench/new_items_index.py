@@ -4,7 +4,7 @@
 
 The release is bench/synthetic_release.py's (an untrained MIND of the served shape, d=64, over the simulator's
 catalog), built once under runs/bench/. New items go through the worker's own path, ReleaseRegistry.add_item
-(stream/releases.py -> model/new_items.py: the category's anchor added to hnswlib under the index lock, with
+(stream/worker/releases.py -> model/new_items.py: the category's anchor added to hnswlib under the index lock, with
 one resize_index, the first time a category has a new item; then the item's entry). `--past` more items are
 added beyond the bound (--new): the oldest are evicted, so memory must stay flat there. RSS is this process's
 VmRSS.
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.synthetic_release import ensure
-from stream.releases import ReleaseRegistry
-from stream.simulate import category_id
+from stream.commands.simulate import category_id
+from stream.worker.releases import ReleaseRegistry
 from tests.streamkit import rss_bytes
 
 

@@ -12,7 +12,7 @@ without side features has for it; today's serving, which does not index it at al
 Splits:
 * ml-100k late: NEW = items first rated in the last 20 % of the log's time span (the natural new items);
 * ml-100k random: NEW = a seeded 10 % of the items (cold-start protocol, more targets);
-* simulator: stream/simulate.py; a seeded 10 % of the items arrive mid-stream (no click before the median ts).
+* simulator: stream/commands/simulate.py; a seeded 10 % of the items arrive mid-stream (no click before the median ts).
 
 For ml-100k the category vector is the mean of the item's genres (the embedding layer's), and, as serving has
 it (one `category` per click or `items` record), its first genre only. Variants: `id_dropout` 0 (the default)
@@ -36,7 +36,7 @@ from model.data import Interactions, Vocab, leave_one_out, load_dataset
 from model.metrics import evaluate_scorer
 from model.mind import MINDConfig
 from model.train import TrainConfig, build_model, fit, seed_everything
-from stream.simulate import ClickSimulator, SimConfig
+from stream.commands.simulate import ClickSimulator, SimConfig
 
 ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 MODEL = MINDConfig(d=32, K=4, max_len=20, hidden=(64,), profile_dim=8)

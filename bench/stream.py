@@ -41,10 +41,10 @@ from kafka import KafkaConsumer, TopicPartition
 from bench import synthetic_release
 from infra.broker import EmbeddedBroker, free_port
 from model.release import ReleaseError, current_release_dir, load_release
+from stream.commands.demo import WorkerProcess, percentile, worker_env
+from stream.commands.produce import ensure_topics, interleaved_dataset, pipeline_topics, produce
+from stream.commands.simulate import ClickSimulator
 from stream.config import CANDIDATES, CLICKS, Settings
-from stream.demo import WorkerProcess, percentile, worker_env
-from stream.produce import ensure_topics, interleaved_dataset, pipeline_topics, produce
-from stream.simulate import ClickSimulator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -222,8 +222,8 @@ def model_ceiling(models: Path, events: Iterator[dict], n_users: int, batch: int
     """Users per second of the per-click model work alone, in this process, no Kafka: the ONNX user tower and
     the recall (one hnswlib search per interest, max-over-interests merge) in batches of `batch` users, exactly
     the functions the worker calls, on one core (the worker's event loop is one thread)."""
-    from stream.interests import kept_interests
-    from stream.recall import recall_batch
+    from stream.worker.interests import kept_interests
+    from stream.worker.recall import recall_batch
 
     release = load_release(current_release_dir(models))
     histories: dict[str, list[str]] = {}

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.synthetic_release --out runs/bench/models-1m [--items 1000000]
 
-The catalog is the simulator's (stream/simulate.py: item `i<n>` in category `c<m>`), so simulated
+The catalog is the simulator's (stream/commands/simulate.py: item `i<n>` in category `c<m>`), so simulated
 clicks hit known items. The tower is an untrained MIND of the served shape (d=64, K=4,
 max_len=50) whose category embeddings are scaled up: item vectors then cluster by category, as a
 trained model's do, which is what makes the hnswlib graph search realistic (uniformly random
@@ -23,7 +23,7 @@ import torch
 from model.data import Vocab
 from model.mind import MIND, MINDConfig
 from model.release import ReleaseError, current_release_dir, load_release, write_release
-from stream.simulate import ClickSimulator, SimConfig, category_id, item_id
+from stream.commands.simulate import ClickSimulator, SimConfig, category_id, item_id
 
 # category vectors this many times the id vectors' scale: items cluster by category
 CATEGORY_SCALE = 3.0

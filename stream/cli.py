@@ -18,17 +18,19 @@ import sys
 # name -> (module, one-line help). Modules are imported only when their command is used.
 COMMANDS: dict[str, tuple[str, str]] = {
     "broker": ("infra.broker_cli", "run the embedded Kafka-protocol broker (Tansu) on loopback"),
-    "simulate": ("stream.simulate", "write a seeded synthetic multi-interest click stream (JSONL)"),
-    "produce": ("stream.produce", "replay a dataset or the simulator onto the clicks topic"),
-    "candidates": ("stream.candidates", "print the candidate lists published per user"),
+    "simulate": ("stream.commands.simulate", "write a seeded synthetic multi-interest click stream (JSONL)"),
+    "produce": ("stream.commands.produce", "replay a dataset or the simulator onto the clicks topic"),
+    "candidates": ("stream.commands.candidates", "print the candidate lists published per user"),
     "train": ("model.train", "train MIND on a dataset and write a model release (models/<version>, CURRENT)"),
     "explain": ("model.explain", "heatmap of a user's routing coupling coefficients (behaviors x interests)"),
     "eval": ("model.evaluate", "offline comparison of mostpop, itemcf and the neural towers (HR@N, NDCG@50)"),
-    "worker": ("stream.worker", "run the Faust worker: interest agent (clicks -> interests) and recall agent"),
-    "retrain": ("stream.retrain", "daily job: recent clicks from Kafka -> new release -> announce it (hot swap)"),
-    "refresh": ("stream.refresh", "recompute every user with stored behaviors with the served model (bounded rate)"),
-    "rollback": ("stream.rollback", "make the release before the current one current again and announce it"),
-    "demo": ("stream.demo", "broker, trained model, worker, replayed clicks, fresh candidates: end to end"),
+    "worker": ("stream.worker.main", "run the Faust worker: interest agent (clicks -> interests) and recall agent"),
+    "retrain": ("stream.commands.retrain",
+                "daily job: recent clicks from Kafka -> new release -> announce it (hot swap)"),
+    "refresh": ("stream.commands.refresh",
+                "recompute every user with stored behaviors with the served model (bounded rate)"),
+    "rollback": ("stream.commands.rollback", "make the release before the current one current again and announce it"),
+    "demo": ("stream.commands.demo", "broker, trained model, worker, replayed clicks, fresh candidates: end to end"),
 }
 
 

@@ -44,7 +44,7 @@ class Settings:
     # larger click payloads are dead-lettered unread
     max_event_bytes: int = 16384
     # 0 = Faust's default (16 KiB). 1 = one record per produce request. Table recovery does not depend on it:
-    # stream/faust_patches.py reads each changelog to its real end, whatever the broker reports.
+    # stream/worker/faust_patches.py reads each changelog to its real end, whatever the broker reports.
     producer_max_batch_bytes: int = 0
     # how long the producer waits to fill a batch (every record a click causes: changelog, interests, candidates);
     # fewer, larger produce requests cost less CPU at high rates and add at most this to the candidates' delivery

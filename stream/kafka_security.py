@@ -4,7 +4,7 @@ One place reads and checks the settings; three functions turn them into the keyw
 client libraries in use, whose names differ:
 
 * kafka-python (the CLI tools: produce, refresh, retrain, rollback, candidates, demo): `kafka_python_kwargs()`;
-* aiokafka (the worker's model-releases follower, stream/hotswap.py): `aiokafka_kwargs()`;
+* aiokafka (the worker's model-releases follower, stream/worker/hotswap.py): `aiokafka_kwargs()`;
 * Faust (the worker's agents, tables and topic creation): `faust_kwargs()`, for `faust.App(...)`.
 
 The default, PLAINTEXT, adds no keyword at all, so a client is built exactly as without this module. Settings

@@ -22,7 +22,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from infra.broker import EmbeddedBroker, free_port
-from stream.demo import WorkerProcess
+from stream.commands.demo import WorkerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = ("clicks", "user-interests", "candidates", "clicks-dlq")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import random
 
-from stream.behaviors import Behaviors
 from stream.events import Click
+from stream.worker.behaviors import Behaviors
 
 
 def click(item: str, ts: float, event_id: str | None = None, **profile: str) -> Click:

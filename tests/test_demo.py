@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.simulate import ClickSimulator, SimConfig, write_jsonl
+from stream.commands.simulate import ClickSimulator, SimConfig, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 # a catalog that trains in seconds: the budget is small, the pipeline is the real one

@@ -155,15 +155,16 @@ def dashboard_exprs() -> list[tuple[str, str]]:
 def declared_metrics() -> dict[str, set[str]]:
     """Every series name the project's metrics expose -> their label names.
 
-    stream/metrics.py declares the metrics of ARCHITECTURE.md; stream/lag.py the consumer-lag gauge.
+    stream/monitoring/metrics.py declares the metrics of ARCHITECTURE.md; stream/monitoring/lag.py the
+    consumer-lag gauge.
     """
     from prometheus_client.metrics import MetricWrapperBase
 
-    import stream.lag
-    import stream.metrics
+    import stream.monitoring.lag
+    import stream.monitoring.metrics
 
     exposed: dict[str, set[str]] = {}
-    for module in (stream.metrics, stream.lag):
+    for module in (stream.monitoring.metrics, stream.monitoring.lag):
         for obj in vars(module).values():
             if not isinstance(obj, MetricWrapperBase):
                 continue
@@ -207,9 +208,10 @@ def test_dashboard_metric_names_exist_in_stream_metrics() -> None:
             if ":" in name:  # a recording rule: defined in rules.yml over declared metrics
                 assert name in records, f"{title}: recording rule {name} not in rules.yml"
                 for inner in METRIC_RE.findall(records[name]):
-                    assert inner in exposed, f"{name}: {inner} not declared in stream/metrics.py"
+                    assert inner in exposed, f"{name}: {inner} not declared in stream/monitoring/metrics.py"
                 continue
-            assert name in exposed, f"{title}: {name} is not declared in stream/metrics.py (or stream/lag.py)"
+            assert name in exposed, (f"{title}: {name} is not declared in stream/monitoring/metrics.py "
+                                    "(or stream/monitoring/lag.py)")
         # Aggregation labels must exist on a metric of the query, or the panel silently shows one merged line.
         plain = [n for n in names if ":" not in n]
         for group in BY_RE.findall(expr):

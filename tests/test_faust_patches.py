@@ -1,4 +1,4 @@
-"""stream/faust_patches.py, exact changelog end offsets, on the embedded Tansu broker, whose ListOffsets
+"""stream/worker/faust_patches.py, exact changelog end offsets, on the embedded Tansu broker, whose ListOffsets
 undercounts a partition ending in a multi-record batch (tests/test_reliability.py pins that bug): the end
 offsets Faust's recovery gets are the real ones."""
 
@@ -11,7 +11,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from infra.broker import EmbeddedBroker
-from stream.faust_patches import exact_end_offsets
+from stream.worker.faust_patches import exact_end_offsets
 
 
 def test_end_offsets_are_read_past_the_broker_figure(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from stream import events
-from stream.behaviors import Behaviors
 from stream.events import MAX_ID_CHARS, Click, InvalidEvent, parse_click
+from stream.worker.behaviors import Behaviors
 
 # database=None: no .hypothesis/ directory in the checkout; the explicit @example cases pin what was found
 FUZZ = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

@@ -30,10 +30,10 @@ from prometheus_client import REGISTRY
 from infra.broker import EmbeddedBroker
 from model.data import load_dataset
 from model.release import load_release, set_current
-from stream.announce import Announcement, announcement_for, publish
-from stream.hotswap import OK, REJECTED, SKIPPED, handle
-from stream.releases import ReleaseRegistry
-from stream.rollback import previous_version
+from stream.commands.announce import Announcement, announcement_for, publish
+from stream.commands.rollback import previous_version
+from stream.worker.hotswap import OK, REJECTED, SKIPPED, handle
+from stream.worker.releases import ReleaseRegistry
 from tests.conftest import V2_PREFIX
 from tests.streamkit import Worker, broker_with_topics, read_topic
 
@@ -141,7 +141,7 @@ def test_a_starting_worker_takes_the_newest_announcement_only(tmp_path: Path) ->
     from aiokafka import AIOKafkaConsumer
     from aiokafka import TopicPartition as AioTopicPartition
 
-    from stream.hotswap import _catch_up
+    from stream.worker.hotswap import _catch_up
 
     async def newest(bootstrap: str):
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)

@@ -150,7 +150,7 @@ def test_secrets_never_appear_in_repr_or_str(monkeypatch: pytest.MonkeyPatch, tm
 
 
 def _app(tmp_path: Path) -> faust.App:
-    from stream.app import create_app
+    from stream.worker.app import create_app
 
     return create_app(Settings(bootstrap=BOGUS, state_dir=str(tmp_path / "state")))
 
@@ -243,13 +243,13 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
 
 
 def _run_produce() -> None:
-    from stream.produce import produce
+    from stream.commands.produce import produce
 
     produce(iter([{"user_id": "u1", "item_id": "i1"}]), BOGUS, "clicks", progress=False, partitions=1)
 
 
 def _run_refresh() -> None:
-    from stream.refresh import clicks_partitions, read_users, request_refresh
+    from stream.commands.refresh import clicks_partitions, read_users, request_refresh
 
     assert read_users(BOGUS, ["behaviors-changelog"]) == []  # stream/topic_reader.py
     clicks_partitions(BOGUS, Settings(bootstrap=BOGUS))
@@ -257,25 +257,25 @@ def _run_refresh() -> None:
 
 
 def _run_retrain() -> None:
-    from stream.retrain import read_clicks
+    from stream.commands.retrain import read_clicks
 
     read_clicks(BOGUS, "clicks", since_ts=None)
 
 
 def _run_announce() -> None:
-    from stream.announce import Announcement, publish
+    from stream.commands.announce import Announcement, publish
 
     publish(BOGUS, "model-releases", Announcement("v1", "/models/v1", "0" * 64, 0.0))
 
 
 def _run_candidates() -> None:
-    from stream.candidates import read_candidates
+    from stream.commands.candidates import read_candidates
 
     assert list(read_candidates(BOGUS, "candidates", wait_s=0.0)) == []
 
 
 def _run_demo_collector() -> None:
-    from stream.demo import CandidateCollector
+    from stream.commands.demo import CandidateCollector
 
     collector = CandidateCollector(BOGUS, "candidates")
     collector._stop.set()  # build the consumer, then leave the loop at once
@@ -314,7 +314,7 @@ def test_release_follower_aiokafka_consumer_gets_the_settings(sasl_ssl: None, mo
     import aiokafka
     from faust.topics import Topic
 
-    from stream import hotswap
+    from stream.worker import hotswap
 
     class Built(Exception):
         pass
@@ -351,7 +351,7 @@ def test_no_client_in_stream_is_built_without_the_settings() -> None:
     """Guards sites added later: every client construction in stream/ and infra/ spreads the matching
     `**..._kwargs()`."""
     found = 0
-    for path in sorted([*STREAM.glob("*.py"), *(STREAM.parent / "infra").glob("*.py")]):
+    for path in sorted([*STREAM.rglob("*.py"), *(STREAM.parent / "infra").glob("*.py")]):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.Call):
                 continue

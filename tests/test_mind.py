@@ -403,7 +403,7 @@ def test_comirec_sa_attends_over_real_behaviors_with_k_fixed_interests():
 def test_the_live_interest_similarity_metric_observes_users_with_several_interests():
     from prometheus_client import REGISTRY
 
-    from stream.interests import observe_interest_similarity
+    from stream.worker.interests import observe_interest_similarity
 
     def below(le: str) -> float:  # observations <= le (the histogram has no _sum: its buckets go below 0)
         return REGISTRY.get_sample_value("mindstream_interest_similarity_bucket", {"le": le}) or 0.0

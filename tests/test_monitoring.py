@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infra.broker import EmbeddedBroker, free_port
 from infra.prometheus_server import PrometheusServer
-from stream.online import TOP_K, OnlineHitRate, hits_at, judge
-from stream.web import PNG_SIGNATURE
+from stream.monitoring.online import TOP_K, OnlineHitRate, hits_at, judge
+from stream.monitoring.web import PNG_SIGNATURE
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "infra" / "grafana" / "dashboards" / "mindstream.json"

@@ -26,15 +26,15 @@ from model.mind import MINDConfig
 from model.new_items import NewItems
 from model.release import Release, load_release, set_current
 from model.train import TrainConfig, train_release
-from stream.announce import announcement_for, publish
-from stream.catalog import CatalogItem, parse_item, read_catalog
+from stream.commands.announce import announcement_for, publish
+from stream.commands.produce import produce_items
+from stream.commands.retrain import write_training_set
+from stream.commands.simulate import ClickSimulator, SimConfig, category_id, item_id
 from stream.events import Click as EventClick
-from stream.hotswap import OK, handle
-from stream.produce import produce_items
-from stream.recall import recall_batch
-from stream.releases import ReleaseRegistry
-from stream.retrain import write_training_set
-from stream.simulate import ClickSimulator, SimConfig, category_id, item_id
+from stream.worker.catalog import CatalogItem, parse_item, read_catalog
+from stream.worker.hotswap import OK, handle
+from stream.worker.recall import recall_batch
+from stream.worker.releases import ReleaseRegistry
 from tests.streamkit import TopicReader, Worker, broker_with_topics, metric_value, wait_until
 
 SIM = SimConfig(n_users=1500, n_items=2000, n_categories=20, clicks_per_user=30, seed=1)

@@ -11,7 +11,7 @@ import pytest
 
 from model.new_items import NewItems
 from model.release import Release
-from stream.recall import BadInterests, parse_interests, recall, recall_batch
+from stream.worker.recall import BadInterests, parse_interests, recall, recall_batch
 
 
 @pytest.fixture(scope="module")

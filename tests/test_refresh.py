@@ -10,8 +10,8 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from infra.broker import EmbeddedBroker
+from stream.commands.refresh import changelog_topics, read_users
 from stream.config import Settings
-from stream.refresh import changelog_topics, read_users
 
 
 def test_users_come_from_both_changelogs_tombstones_excluded_batch_tails_included(tmp_path: Path) -> None:

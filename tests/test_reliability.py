@@ -180,7 +180,7 @@ TANSU_END_OFFSETS = ("Tansu 0.6.0 answers ListOffsets(latest) with the base offs
 @pytest.mark.xfail(strict=True, reason="BUG (broker): " + TANSU_END_OFFSETS)
 def test_broker_reports_the_log_end_offset(tmp_path: Path) -> None:
     """Faust's recovery compares a table's persisted changelog offset with this end offset; so does any lag
-    computed from it (stream/lag.py uses the consumer's highwaters)."""
+    computed from it (stream/monitoring/lag.py uses the consumer's highwaters)."""
     with broker_with_topics(tmp_path / "broker.log", 1) as broker:
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=500)
         try:
@@ -204,7 +204,7 @@ def test_failover_to_the_surviving_worker_restores_state_from_the_changelog(scen
     (ConsistencyError: 'persisted offset ... is higher than the last offset in that topic (highwater)') whenever
     such a changelog partition ended in a multi-record batch, because Tansu reports the base offset of a
     partition's last batch + 1 as its end offset (test_broker_reports_the_log_end_offset). Workers batch their
-    produce requests as usual; stream/faust_patches.py reads each changelog to its real end."""
+    produce requests as usual; stream/worker/faust_patches.py reads each changelog to its real end."""
     assert not os.environ.get("MINDSTREAM_PRODUCER_MAX_BATCH_BYTES"), "workers must batch as in production"
     s = scenario
     a, b = s.worker("a"), s.worker("b")

@@ -15,8 +15,8 @@ from model.data import load_dataset
 from model.mind import MINDConfig
 from model.release import current_release_dir, load_release
 from model.train import TrainConfig
-from stream.announce import Announcement, publish
-from stream.retrain import retrain
+from stream.commands.announce import Announcement, publish
+from stream.commands.retrain import retrain
 from tests.streamkit import read_topic
 
 TINY_MODEL = MINDConfig(d=8, K=2, max_len=10, hidden=(16,), profile_dim=4)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.app import table_options
 from stream.config import MIB, ROCKSDB_ENV_NAMES, RocksDBSettings
+from stream.worker.app import table_options
 
 
 def test_defaults_are_bounded_and_documented() -> None:

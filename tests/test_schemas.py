@@ -11,12 +11,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from stream.announce import Announcement
-from stream.behaviors import Behaviors
+from stream.commands.announce import Announcement
+from stream.commands.produce import pipeline_topics
 from stream.config import MODEL_RELEASES, Settings
 from stream.events import Click, dead_letter, parse_click
-from stream.interests import interests_message
-from stream.produce import pipeline_topics
+from stream.worker.behaviors import Behaviors
+from stream.worker.interests import interests_message
 from tests.schemas import SCHEMAS, TOPICS, errors, validator
 
 

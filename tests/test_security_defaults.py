@@ -32,8 +32,8 @@ def no_bind_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_worker_http_and_metrics_listen_on_loopback_by_default(no_bind_env: None, tmp_path: Path) -> None:
-    from stream import worker
-    from stream.app import create_app
+    from stream.worker import main as worker
+    from stream.worker.app import create_app
 
     assert Settings().web_bind == LOOPBACK and Settings.from_env().web_bind == LOOPBACK
     parser = argparse.ArgumentParser()
@@ -156,7 +156,7 @@ def test_pickled_embeddings_are_refused_without_unpickling(tmp_path: Path) -> No
 
 def test_serving_path_has_no_pickle() -> None:
     """Nothing a worker runs can unpickle: no pickle/joblib/dill import, no allow_pickle=True, no torch.load."""
-    sources = sorted((ROOT / "stream").glob("*.py")) + [ROOT / "model" / "release.py"]
+    sources = sorted((ROOT / "stream").rglob("*.py")) + [ROOT / "model" / "release.py"]
     for path in sources:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}"

@@ -26,10 +26,10 @@ import numpy as np
 import pytest
 
 from model.release import load_release, set_current
-from stream.announce import announcement_for, publish
+from stream.commands.announce import announcement_for, publish
 from stream.config import MIB, RocksDBSettings
-from stream.recall import request_from
-from stream.releases import ReleaseRegistry
+from stream.worker.recall import request_from
+from stream.worker.releases import ReleaseRegistry
 from tests.conftest import V2_PREFIX, two_version_models
 from tests.streamkit import (
     PacedProducer,

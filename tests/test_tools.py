@@ -13,7 +13,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from infra.broker import EmbeddedBroker
 from model.data import load_dataset
 from stream.cli import main
-from stream.simulate import ClickSimulator, SimConfig, write_jsonl
+from stream.commands.simulate import ClickSimulator, SimConfig, write_jsonl
 from tests.streamkit import read_topic
 
 SMALL = SimConfig(n_users=60, n_items=400, n_categories=20, clicks_per_user=40, seed=7)

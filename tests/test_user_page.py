@@ -23,8 +23,8 @@ from kafka import KafkaProducer
 from infra import browser
 from model.data import load_dataset
 from model.release import load_release
-from stream.pages import utc
-from stream.web import PNG_SIGNATURE
+from stream.monitoring.pages import utc
+from stream.monitoring.web import PNG_SIGNATURE
 from tests.streamkit import REPO, Worker, broker_with_topics, wait_until
 
 PARTITIONS = 2
@@ -209,7 +209,7 @@ def test_index_lists_the_served_version_and_recent_users(served: dict) -> None:
 
 
 def test_pages_escape_what_they_show() -> None:
-    from stream.pages import user_page
+    from stream.monitoring.pages import user_page
 
     doc = {"user_id": "<script>alert(1)</script>", "behaviors": [{"ts": 1.0, "item_id": "<b>x</b>"}],
            "profile": {}, "model_version": "v", "serving_version": "v", "candidates": None}

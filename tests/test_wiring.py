@@ -18,10 +18,10 @@ from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry, Gauge
 
 from model.release import ReleaseError, load_release
-from stream.announce import announcement_for
-from stream.hotswap import REJECTED, handle
-from stream.lag import LagSampler
-from stream.releases import ReleaseRegistry
+from stream.commands.announce import announcement_for
+from stream.monitoring.lag import LagSampler
+from stream.worker.hotswap import REJECTED, handle
+from stream.worker.releases import ReleaseRegistry
 from tests.streamkit import Worker, broker_with_topics, metric_value, read_topic
 
 PARTITIONS = 2

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from model.new_items import DEFAULT_CAPACITY
 from model.release import Release, ReleaseError, current_release_dir, load_release
-from stream import metrics
+from stream.monitoring import metrics
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 the model now served without waiting for each user's next click (docs/hotswap.md).
 
     behaviors changelog ──read once──► user ids ──paced, key = user id──► refresh-requests
-        ──► refresh agent (stream/interests.py): stored sequence, current release ──► user-interests ──► candidates
+        ──► refresh agent (stream/worker/interests.py): stored sequence, current release
+        ──► user-interests ──► candidates
 
 The users are those with a sequence in the `behaviors` table, read from its changelog topic
 (`<app id>-behaviors-changelog`, Faust's name; the app id of the `all` and of the `interest` role are both
@@ -21,9 +22,9 @@ import os
 import time
 from dataclasses import dataclass
 
+from stream.commands.produce import SendSummary, send_keyed
 from stream.config import CLICKS, Settings
 from stream.kafka_security import kafka_python_kwargs
-from stream.produce import SendSummary, send_keyed
 from stream.topic_reader import read_to_end
 
 REFRESH_REQUESTS = "refresh-requests"
@@ -32,7 +33,7 @@ RATE = 200.0  # requests per second: each costs a tower row, an ANN search and t
 
 def changelog_topics(settings: Settings) -> list[str]:
     """Where a `behaviors` table may keep its changelog: Faust's `<app id>-behaviors-changelog`, with the app
-    id of stream/app.py for the roles that hold the table."""
+    id of stream/worker/app.py for the roles that hold the table."""
     base = settings.topic_prefix + settings.app_id
     return [f"{base}-behaviors-changelog", f"{base}-interest-behaviors-changelog"]
 
@@ -102,8 +103,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stream.commands.produce import ensure_topics
     from stream.errors import CommandError
-    from stream.produce import ensure_topics
 
     if not args.rate > 0:
         raise CommandError("--rate must be > 0 (the refresh is bounded)")

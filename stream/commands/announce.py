@@ -1,5 +1,5 @@
 """The `model-releases` topic: the announcement of a release, as written by `retrain`/`rollback` and read by
-the workers' hot-swap task (stream/hotswap.py).
+the workers' hot-swap task (stream/worker/hotswap.py).
 
     key `current`, value {"version", "uri", "manifest_sha256", "created_ts"}   (ARCHITECTURE.md)
 

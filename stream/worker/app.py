@@ -1,5 +1,5 @@
 """The Faust App of a mindstream worker. Agents, their topics and their tables are declared where they are
-used (stream/interests.py, stream/recall.py); this module holds what they share."""
+used (stream/worker/interests.py, stream/worker/recall.py); this module holds what they share."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from pathlib import Path
 import faust
 from faust.streams import _current_event
 
-from stream import faust_patches, metrics
 from stream.config import RocksDBSettings, Settings
 from stream.kafka_security import faust_kwargs
+from stream.monitoring import metrics
+from stream.worker import faust_patches
 
 
 def app_id(settings: Settings) -> str:

@@ -1,5 +1,5 @@
 """The worker's HTML pages, rendered on the server (no JavaScript): what a person looking at one user, or at
-the worker, wants on one screen. The data is the JSON of GET /users/{id} (stream/web.py); these functions
+the worker, wants on one screen. The data is the JSON of GET /users/{id} (stream/monitoring/web.py); these functions
 only turn it into markup, so they are pure and every value is escaped.
 
     GET /                      served version, recent users of this worker, links

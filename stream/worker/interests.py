@@ -26,15 +26,15 @@ import torch
 
 from model.mind import interest_similarity
 from model.release import Release
-from stream import metrics
-from stream.app import current_event, table_options
-from stream.behaviors import Behaviors
-from stream.catalog import CLICK_SOURCE, CatalogItem, announce, register
+from stream.commands.refresh import REFRESH_REQUESTS
 from stream.config import CLICKS, CLICKS_DLQ, USER_INTERESTS, Settings
 from stream.events import UNKNOWN_ITEM, Click, InvalidEvent, dead_letter, parse_click
-from stream.recall import CandidatesPublisher, RecallRequest
-from stream.refresh import REFRESH_REQUESTS
-from stream.releases import ReleaseRegistry
+from stream.monitoring import metrics
+from stream.worker.app import current_event, table_options
+from stream.worker.behaviors import Behaviors
+from stream.worker.catalog import CLICK_SOURCE, CatalogItem, announce, register
+from stream.worker.recall import CandidatesPublisher, RecallRequest
+from stream.worker.releases import ReleaseRegistry
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
                           partitions=settings.partitions)
     interests_topic = app.topic(settings.topic(USER_INTERESTS), key_serializer="raw", value_serializer="json",
                                 partitions=settings.partitions)
-    # user id -> Behaviors state (stream/behaviors.py); RocksDB locally, the changelog topic for recovery
+    # user id -> Behaviors state (stream/worker/behaviors.py); RocksDB locally, the changelog topic for recovery
     behaviors_table = app.Table("behaviors", key_type=str, partitions=settings.partitions,
                                 help="user behavior sequences", options=table_options())
 

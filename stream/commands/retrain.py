@@ -7,12 +7,12 @@
    worker's own validation (stream/events.py); invalid ones are skipped and counted by reason. Clicks older
    than --days (by event `ts`) are left out, redelivered duplicates are dropped. The `items` catalog is read
    too: a click without a category takes its item's catalog category, so the items the workers served as new
-   items (stream/catalog.py) are trained as ordinary items, with their category.
+   items (stream/worker/catalog.py) are trained as ordinary items, with their category.
 2. The training set is written as clicks JSONL (the format model/data.py reads) to
    <models>/datasets/<version>.jsonl, the base dataset's interactions first when --base is given. Items seen
    only in the stream enter the vocabulary like any other.
 3. train_release writes models/<version>; it is verified with load_release (CURRENT is put back if that
-   fails) and announced on `model-releases`, where the workers hot-swap to it (stream/hotswap.py).
+   fails) and announced on `model-releases`, where the workers hot-swap to it (stream/worker/hotswap.py).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING
 
 from model.data import load_dataset
 from model.release import ReleaseError, current_release_dir, load_release, new_version, set_current
-from stream import catalog
-from stream.announce import announcement_for, publish
+from stream.commands.announce import announcement_for, publish
 from stream.config import CLICKS, ITEMS, MODEL_RELEASES, Settings
 from stream.events import Click, InvalidEvent, parse_click
 from stream.topic_reader import read_to_end
+from stream.worker import catalog
 
 if TYPE_CHECKING:
     from model.mind import MINDConfig

@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING
 import faust
 
 from model.release import Release, ReleaseError, load_release
-from stream import metrics
-from stream.announce import Announcement
+from stream.commands.announce import Announcement
 from stream.config import MODEL_RELEASES, Settings
 from stream.kafka_security import aiokafka_kwargs
-from stream.releases import ReleaseRegistry
+from stream.monitoring import metrics
 from stream.topic_reader import assign_all
+from stream.worker.releases import ReleaseRegistry
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition

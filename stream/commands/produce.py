@@ -6,9 +6,9 @@ Sources:
 * any other format `model.data.load_dataset` reads (Amazon sequences, MovieLens atomic files)
   is replayed user-interleaved: round n sends every user's n-th click, so each user's sequence
   grows in its own time order while all users are active at once;
-* `--simulate` draws from the seeded simulator (stream/simulate.py);
+* `--simulate` draws from the seeded simulator (stream/commands/simulate.py);
 * `--items FILE` publishes an item catalog (JSONL or CSV: `item_id,category[,ts]`) to the `items` topic,
-  keyed by item id: the workers index the items the served model does not know at once (stream/catalog.py).
+  keyed by item id: the workers index the items the served model does not know at once (stream/worker/catalog.py).
 
 `ts` is stamped with the send time by default: `candidates` and the worker's
 `mindstream_event_to_candidates_seconds` measure latency as published_ts - event ts, which is
@@ -31,10 +31,10 @@ from typing import TypeVar
 
 from model.data import DataError, iter_json_objects, load_dataset
 from model.progress import Progress
-from stream.catalog import read_catalog
+from stream.commands.simulate import ClickSimulator, add_sim_arguments, sim_config_from
 from stream.config import CANDIDATES, CLICKS, CLICKS_DLQ, ITEMS, USER_INTERESTS, Settings
 from stream.kafka_security import kafka_python_kwargs
-from stream.simulate import ClickSimulator, add_sim_arguments, sim_config_from
+from stream.worker.catalog import read_catalog
 
 CLICK_LOG_SUFFIXES = (".jsonl", ".ndjson", ".csv")
 T = TypeVar("T")
@@ -203,7 +203,7 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
 
 def pipeline_topics(settings: Settings) -> list[str]:
     """The topics the worker reads and writes (ARCHITECTURE.md), with the deployment's prefix."""
-    from stream.refresh import REFRESH_REQUESTS
+    from stream.commands.refresh import REFRESH_REQUESTS
 
     return [settings.topic(t) for t in (CLICKS, USER_INTERESTS, CANDIDATES, CLICKS_DLQ, REFRESH_REQUESTS)]
 

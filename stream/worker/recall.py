@@ -21,10 +21,10 @@ import faust
 import numpy as np
 
 from model.release import Release
-from stream import metrics
-from stream.app import current_event, table_options
 from stream.config import CANDIDATES, USER_INTERESTS, Settings
-from stream.releases import ReleaseRegistry
+from stream.monitoring import metrics
+from stream.worker.app import current_event, table_options
+from stream.worker.releases import ReleaseRegistry
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ MINDSTREAM_WEB_BIND / MINDSTREAM_WEB_PORT):
     GET /                        -> HTML: the served version, this worker's recent users, links
     GET /users/{id}              -> JSON: behaviors, profile, model version, latest candidates; 404 if unknown.
                                     With `Accept: text/html` (a browser) or ?format=html: the same as a page
-                                    (stream/pages.py) with categories, the heatmap inline and the candidates
+                                    (stream/monitoring/pages.py) with categories, the heatmap inline and the candidates
                                     grouped by the interest that nominated them; ?format=json forces JSON
     GET /users/{id}/explain.png  -> coupling-coefficient heatmap of the user's behaviors (model/explain.py)
 
@@ -26,8 +26,9 @@ import faust
 
 from model.explain import plot_coupling, user_coupling
 from model.release import Release
-from stream import pages, recall
-from stream.behaviors import Behaviors
+from stream.monitoring import pages
+from stream.worker import recall
+from stream.worker.behaviors import Behaviors
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # pyplot keeps global state: one figure at a time, drawn off the event loop so agents keep consuming.
@@ -94,8 +95,8 @@ def _newest(found: list[tuple[float, str, int]], n: int) -> list[tuple[str, floa
 def install(app: faust.App, behaviors_table: Any, releases: Any, candidates_table: Any | None = None) -> None:
     """Add the /users pages to `app`.
 
-    behaviors_table: user id -> Behaviors state (stream/behaviors.py); candidates_table: user id -> the latest
-    `candidates` value (optional); releases: a stream.releases.ReleaseRegistry.
+    behaviors_table: user id -> Behaviors state (stream/worker/behaviors.py); candidates_table: user id -> the latest
+    `candidates` value (optional); releases: a stream.worker.releases.ReleaseRegistry.
     """
 
     def serving_version() -> str | None:

@@ -61,9 +61,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def build(settings: Settings):
     """The configured Faust app with its agents and the release registry it serves from. The agents' tables
     are `app.tables["behaviors"]` (interest role) and `app.tables["latest-candidates"]` (recall role)."""
-    from stream import catalog, hotswap, interests, monitoring, recall
-    from stream.app import create_app
-    from stream.releases import ReleaseRegistry
+    from stream.monitoring.install import install as install_monitoring
+    from stream.worker import catalog, hotswap, interests, recall
+    from stream.worker.app import create_app
+    from stream.worker.releases import ReleaseRegistry
 
     registry = ReleaseRegistry(settings.models_dir, max_new_items=settings.max_new_items)
     registry.load_initial(settings.release or None)
@@ -74,7 +75,7 @@ def build(settings: Settings):
         if settings.runs_recall() else None
     if settings.runs_interest():
         interests.install(app, settings, registry, candidates, items_topic)
-    monitoring.install(app, settings, registry)  # consumer lag, online hit rate, /users pages
+    install_monitoring(app, settings, registry)  # consumer lag, online hit rate, /users pages
     hotswap.install(app, settings, registry)  # follows model-releases: verified releases swap in (docs/hotswap.md)
     return app, registry
 

@@ -12,7 +12,7 @@ handful of series per counter. A click with no earlier candidate list (a new use
 computed from this very click) is not counted: there was nothing to hit.
 
 `install` adds an agent that judges every click where the latest-candidates table lives (the recall
-agent's table, stream/recall.py): the clicks topic and the table's topics are co-partitioned by user
+agent's table, stream/worker/recall.py): the clicks topic and the table's topics are co-partitioned by user
 id, so a user's clicks and latest list are on the same worker. It runs beside the interest agent on
 the same topic (Faust delivers each record to both) and only reads, so it adds no ordering constraint.
 """
@@ -70,7 +70,7 @@ class OnlineHitRate:
     """Counts judged clicks into Prometheus counters.
 
     `clicks` must have the label `version`; `hits` the labels `k` and `version`. They are passed
-    in (not created here) so that stream/metrics.py stays the one place that declares metrics,
+    in (not created here) so that stream/monitoring/metrics.py stays the one place that declares metrics,
     and tests can use a private registry.
     """
 
@@ -93,8 +93,8 @@ class OnlineHitRate:
 
 
 def from_metrics() -> OnlineHitRate:
-    """The worker's counter, on the counters declared in stream/metrics.py."""
-    from stream import metrics
+    """The worker's counter, on the counters declared in stream/monitoring/metrics.py."""
+    from stream.monitoring import metrics
 
     return OnlineHitRate(metrics.ONLINE_CLICKS, metrics.ONLINE_HITS)
 
@@ -104,7 +104,7 @@ def install(app: Any, settings: Any, latest_table: Any, rate: OnlineHitRate | No
     `latest_table[user_id]` (the user's latest `candidates` value). Returns the agent."""
     from stream.config import CLICKS
     from stream.events import InvalidEvent, parse_click
-    from stream.recall import latest_candidates
+    from stream.worker.recall import latest_candidates
 
     rate = rate or from_metrics()
     clicks_topic = app.topic(settings.topic(CLICKS), key_serializer="raw", value_serializer="raw",

@@ -3,7 +3,7 @@
     catalog service, `mindstream produce --items FILE`, a worker's first click of a new item ──► items
     items ──► every worker (its own group-less consumer, from the start) ──► ReleaseRegistry.add_item
 
-Every worker must hear every item, as every worker hears every release (stream/hotswap.py): a Faust agent in
+Every worker must hear every item, as every worker hears every release (stream/worker/hotswap.py): a Faust agent in
 the worker group would give each partition to one member only. The follower reads all partitions from the
 beginning, so a worker restarted on an empty state directory rebuilds its new items from the topic itself
 (declared compacted: the latest record per item is what counts). A click that names the category of an item
@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stream import metrics
 from stream.config import ITEMS, Settings
 from stream.events import MAX_ID_CHARS
 from stream.kafka_security import aiokafka_kwargs
+from stream.monitoring import metrics
 
 if TYPE_CHECKING:  # `mindstream produce --items` and `retrain` import this module without the worker's stack
     import faust
 
-    from stream.releases import ReleaseRegistry
+    from stream.worker.releases import ReleaseRegistry
 
 log = logging.getLogger(__name__)
 

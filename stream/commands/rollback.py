@@ -5,7 +5,7 @@
 "Before" is by the manifests' created_ts: each rollback steps one release further back (rolling back twice
 from v3 serves v1). The target is verified with load_release before anything changes, then models/CURRENT
 is pointed at it (workers started later load it) and it is announced on `model-releases` (running workers
-hot-swap to it, stream/hotswap.py).
+hot-swap to it, stream/worker/hotswap.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from model.release import ReleaseError, current_release_dir, load_release, set_current
-from stream.announce import announcement_for, publish, releases_by_age
+from stream.commands.announce import announcement_for, publish, releases_by_age
 from stream.config import MODEL_RELEASES, Settings
 
 

@@ -56,7 +56,7 @@ ITEM_RECORDS = Counter("mindstream_item_records", "Records read from the items t
                        ["status"])
 MODEL_INFO = Gauge("mindstream_model_info", "1 for the model version being served.", ["version"])
 MODEL_SWAPS = Counter("mindstream_model_swaps", "Model release swaps, by result: ok, rejected.", ["result"])
-# `version` beside the contract's `k`: the online hit rate compares model versions (stream/online.py).
+# `version` beside the contract's `k`: the online hit rate compares model versions (stream/monitoring/online.py).
 ONLINE_HITS = Counter(
     "mindstream_online_hits", "Clicks on an item in the user's latest top-k candidates.", ["k", "version"]
 )

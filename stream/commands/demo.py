@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.broker import free_port, kafka_bootstrap
-from stream.candidates import format_candidates, latency_ms
+from stream.commands.candidates import format_candidates, latency_ms
 from stream.config import CANDIDATES, CLICKS, Settings
 
 # The demo's catalog: small enough to train in well under a minute on 2 cores, with clear interests.
@@ -240,9 +240,9 @@ def _run(args: argparse.Namespace) -> int:
     from model.data import load_dataset
     from model.mind import MINDConfig
     from model.train import TrainConfig, train_release
+    from stream.commands.produce import ensure_topics, limit_users, open_source, pipeline_topics, produce
+    from stream.commands.simulate import ClickSimulator, SimConfig, write_jsonl
     from stream.errors import CommandError
-    from stream.produce import ensure_topics, limit_users, open_source, pipeline_topics, produce
-    from stream.simulate import ClickSimulator, SimConfig, write_jsonl
 
     t0 = time.monotonic()
     work = args.workdir

@@ -1,0 +1,1 @@
+"""`mindstream` subcommands run against a cluster; each module has `configure(parser)` and `run(args)`."""

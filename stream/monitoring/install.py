@@ -1,0 +1,30 @@
+"""What monitoring adds to a worker, in one call made by `stream.worker.main.build` after the agents:
+
+- consumer lag per assigned partition (stream/monitoring/lag.py), on every role;
+- the online hit-rate agent (stream/monitoring/online.py), where the latest-candidates table is (recall role, or all);
+- GET /users/{id} and /users/{id}/explain.png (stream/monitoring/web.py), where the behaviors table is (interest role,
+  or all).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stream.monitoring import lag, online, web
+from stream.worker.recall import LATEST_CANDIDATES_TABLE
+
+BEHAVIORS_TABLE = "behaviors"  # stream/worker/interests.py
+
+
+def install(app: Any, settings: Any, registry: Any) -> None:
+    """Idempotent: a second call on the same app adds nothing (agents and pages can be declared once)."""
+    if getattr(app, "_mindstream_monitoring", False):
+        return
+    app._mindstream_monitoring = True
+    lag.install(app)
+    latest = app.tables.get(LATEST_CANDIDATES_TABLE)  # read with stream.worker.recall.latest_candidates
+    if latest is not None:
+        online.install(app, settings, latest)
+    behaviors = app.tables.get(BEHAVIORS_TABLE)
+    if behaviors is not None:
+        web.install(app, behaviors, registry, latest)
