@@ -69,8 +69,9 @@ class Scenario:
 
     def worker(self, name: str) -> Worker:
         """A worker with a fresh state directory state-<name>, logging to worker-<name>.log."""
+        # info: a failure below quotes the worker's group joins and recovery steps from this log
         w = Worker(self.bootstrap, self.release, self.tmp / f"state-{name}", self.tmp / f"worker-{name}.log",
-                   PARTITIONS)
+                   PARTITIONS, extra=("--log-level", "info"))
         self.workers.append(w)
         return w
 
@@ -125,7 +126,12 @@ def check_outputs(s: Scenario, log: ProducedLog, workers: list[Worker], label: s
     truth = log.ground_truth(s.max_len)
     got = sequences(table_state(changelog.records))
     lost = sum(sum((Counter(truth[u]) - Counter(got.get(u, []))).values()) for u in truth)
-    assert got == truth, {u: (truth[u], got.get(u)) for u in truth if got.get(u) != truth[u]}
+    if got != truth:
+        # tells a stalled worker from a stalled reader
+        fresh = sequences(table_state(read_for(bootstrap, BEHAVIORS_CHANGELOG, 10)))
+        again = sum(fresh.get(u) != truth[u] for u in truth)
+        raise AssertionError(f"{diagnosis(truth, got, lost, workers)}\n--- a fresh changelog reader: {again} users "
+                             "differ")
     candidates = TopicReader(bootstrap, "candidates")
     dlq = TopicReader(bootstrap, "clicks-dlq")
     try:
@@ -148,6 +154,39 @@ def check_outputs(s: Scenario, log: ProducedLog, workers: list[Worker], label: s
                "lost": lost}
     print(f"\nRELIABILITY {label}: {json.dumps(figures)}")
     return figures
+
+
+def diagnosis(truth: dict[str, list[str]], got: dict[str, list[str]], lost: int, workers: list[Worker]) -> str:
+    """What a reader of a failed run needs first: how far the changelog is from the truth, and what each worker
+    was doing (clicks applied, consumer lag, the last lines of its log other than Faust's tables)."""
+    differ = sorted(u for u in truth if got.get(u) != truth[u])
+    lines = [f"{len(differ)} of {len(truth)} users differ, {lost} clicks missing; e.g. "
+             + "; ".join(f"{u}: {len(got.get(u, []))} of {len(truth[u])}" for u in differ[:5])]
+    for w in workers:
+        try:
+            text = w.metrics()
+            ok = metric_value(text, "mindstream_events_total", 'status="ok"')
+            state = f"clicks applied {ok:.0f}, consumer lag {sum_metric(text, 'mindstream_consumer_lag'):.0f}"
+        except OSError as e:
+            state = f"no metrics ({e})"
+        log = [x for x in w.log_path.read_text(errors="replace").splitlines() if x.startswith(("[", "mindstream"))]
+        lines += [f"--- {w.name}: alive={w.alive()}, {state}; log tail:", *log[-25:]]
+    return "\n".join(lines)
+
+
+def read_for(bootstrap: str, topic: str, seconds: float) -> list:
+    reader = TopicReader(bootstrap, topic)
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            reader.poll()
+        return reader.records
+    finally:
+        reader.close()
+
+
+def sum_metric(text: str, name: str) -> float:
+    return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(name + "{"))
 
 
 def base64_raw(record) -> bytes:
