@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from infra.broker import EmbeddedBroker
@@ -235,6 +236,36 @@ def test_broker_reports_the_log_end_offset(tmp_path: Path) -> None:
             assert consumer.end_offsets([tp])[tp] == 5
         finally:
             consumer.close()
+
+
+TANSU_NO_DELETE_RECORDS = ("Tansu 0.6.0 (memory storage) closes the connection on DeleteRecords, and ignores "
+                           "retention.ms (python -m bench.broker_bounds): what it holds cannot be bounded")
+
+
+@pytest.mark.xfail(strict=True, raises=(KafkaConnectionError, AssertionError),
+                   reason="LIMIT (broker): " + TANSU_NO_DELETE_RECORDS)
+def test_broker_deletes_records_before_an_offset(tmp_path: Path) -> None:
+    """What would let a long-running deployment on the embedded broker drop records every group has consumed."""
+    import asyncio
+
+    from bench.broker_bounds import fill, offsets
+
+    async def delete_half() -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.admin.records_to_delete import RecordsToDelete
+        from aiokafka.structs import TopicPartition as AioTopicPartition
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_records({AioTopicPartition("clicks", 0): RecordsToDelete(50)}, timeout_ms=5000)
+        finally:
+            await admin.close()
+
+    with broker_with_topics(tmp_path / "broker.log", 1) as broker:
+        fill(broker.bootstrap, "clicks", 100)
+        asyncio.run(delete_half())
+        assert offsets(broker.bootstrap, "clicks")[0] == 50
 
 
 @pytest.mark.slow
