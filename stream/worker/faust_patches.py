@@ -12,10 +12,11 @@
 
 Faust recovers a table by reading its changelog up to the end offset the broker reports (ListOffsets), and
 refuses to start when its local RocksDB has applied an offset beyond it (ConsistencyError). The embedded Tansu
-broker reports the base offset of a partition's last record batch + 1, not the log end (docs/DESIGN.md), so a
-changelog ending in a multi-record batch would lose its tail on recovery. Instead of trusting that figure, the
-end is found by reading: from the reported end - 1 (a record that exists) forward until the broker has nothing
-more. On a broker that reports correctly this reads one record per partition and changes nothing.
+broker reports the base offset of a partition's last record batch + 1, not the log end
+(docs/platform.md#end-offsets-undercount), so a changelog ending in a multi-record batch would lose its tail on
+recovery. Instead of trusting that figure, the end is found by reading: from the reported end - 1 (a record that
+exists) forward until the broker has nothing more. On a broker that reports correctly this reads one record per
+partition and changes nothing.
 
 `_exact_changelog_ends` wraps `faust.tables.recovery.Recovery._build_highwaters`, the one place recovery takes
 end offsets.
