@@ -221,7 +221,7 @@ def write_markdown(path: Path, results: dict, meta: dict) -> None:
     lines = [
         "# Offline evaluation",
         "",
-        "Protocol: ../shared/data/README.md (leave-one-out; the target ranked against all items with the "
+        "Protocol: docs/evaluation.md (leave-one-out; the target ranked against all items with the "
         "user's history removed; the model chosen on validation HR@50; test figures reported). "
         "Neural methods: mean ± std over the seeds; baselines are deterministic.",
         "",
@@ -275,7 +275,7 @@ def write_freshness(out: Path, results: dict, meta: dict) -> None:
         "# The value of freshness",
         "",
         "What a batch job serving yesterday's interests loses: the default MIND-K is trained once per dataset "
-        "(protocol of ../shared/data/README.md, model chosen on validation HR@50), then each test user's "
+        "(protocol of docs/evaluation.md, model chosen on validation HR@50), then each test user's "
         "interests are computed from the history as it stood m behaviors before the test target. The same "
         "users at every m (those with more than 10 behaviors before the target); the whole history is still "
         "removed from the ranking. m = 0 is what the streaming worker serves.",
@@ -349,7 +349,7 @@ def write_plot(path: Path, results: dict) -> bool:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Compare mostpop, itemcf, youtube_dnn, mind_1, mind_k and comirec_sa on one or more datasets under the "
-        "protocol of ../shared/data/README.md; writes offline_eval.json, offline_eval.md and offline_eval.png to --out."
+        "protocol of docs/evaluation.md; writes offline_eval.json, offline_eval.md and offline_eval.png to --out."
     )
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.add_argument("--data", action="append", required=True, help="dataset path (repeatable)")

@@ -4,7 +4,7 @@
 
 The defaults below are meant to generalise across datasets rather than fit one file; every one can
 be overridden by a flag or a MINDSTREAM_* environment variable (see `mindstream train --help`).
-Selection follows ../shared/data/README.md: early stopping and the kept weights are chosen on
+Selection follows docs/evaluation.md: early stopping and the kept weights are chosen on
 validation HitRate@50, the offline figures written into the release are test figures.
 """
 
