@@ -20,12 +20,14 @@ from typing import Any
 def setting(default: Any, help: str, *, env: str | None = "", flag: str = "", aliases: tuple[str, ...] = (),
             choices: Iterable[str] | None = None, parse: Callable[[str], Any] | None = None,
             required: bool = False) -> Any:
-    """A dataclass field that is a setting. `env`: the variable that overrides the default ("" = MINDSTREAM_ and
-    the field name in upper case, None = none: a flag only). `flag`: the flag's name when it is not the field's
-    (`--models-dir` for models_dir); a bool setting is a switch, and its flag turns the default around
-    (`--static-k` for dynamic_k=True), as does its variable set to 1. `parse`: how a flag or variable's text
-    becomes the value (default: the default's type). `required`: the flag must be given unless its variable is
-    set."""
+    """A dataclass field that is a setting.
+
+    `env`: the variable that overrides the default; "" = MINDSTREAM_ and the flag's name in upper case
+    (MINDSTREAM_MODELS_DIR for --models-dir), None = none (a flag only). `flag`: the flag's name when it is not
+    the field's. A bool setting is a switch: its flag turns the default around (`--static-k` for dynamic_k=True),
+    as does its variable set to 1. `parse`: how a flag's or variable's text becomes the value (default: the
+    default's type). `required`: the flag must be given unless its variable is set.
+    """
     return field(default=default, metadata={"help": help, "env": env, "flag": flag, "aliases": aliases,
                                             "choices": tuple(choices) if choices is not None else None,
                                             "parse": parse, "required": required})
@@ -37,6 +39,7 @@ def settings_of(cls: type) -> list[Field]:
 
 
 def env_name(f: Field) -> str | None:
+    """The variable that overrides the setting's default; None: none does."""
     env = f.metadata["env"]
     return f"MINDSTREAM_{(f.metadata['flag'] or f.name).lstrip('-').replace('-', '_').upper()}" if env == "" else env
 
@@ -96,7 +99,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, names: Iterable[str] |
             suffix = f" (env {variable}=1)" if variable else ""
         else:
             kwargs = {"type": _parse(f), "choices": meta["choices"]}
-            # %(default)s where argparse shows it right: ArgumentDefaultsHelpFormatter then adds no second one
+            # %(default)s wherever argparse prints the value as the flag takes it: a command with
+            # ArgumentDefaultsHelpFormatter (eval) then adds no second default
             value = shown(default).replace("%", "%%") if isinstance(default, tuple) else "%(default)s"
             suffix = f" (env {variable}; default {value})" if variable else f" (default {value})"
         if meta["required"]:

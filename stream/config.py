@@ -18,7 +18,7 @@ class Settings:
     bootstrap: str = setting("127.0.0.1:9092", "Kafka bootstrap servers host:port[,host:port]", env="KAFKA_BOOTSTRAP")
     # models/<version>/ and models/CURRENT
     models_dir: str = setting("models", "model releases directory holding CURRENT", aliases=("--models",))
-    release: str = setting("", "serve this release directory instead of the one CURRENT names")
+    release: str = setting("", "this release directory instead of the one CURRENT names")
     # deployments can share a cluster
     topic_prefix: str = setting("", "prefix of every topic name and of the Faust app id")
     app_id: str = setting("mindstream", "Faust app id (consumer group, changelog topic prefix)")

@@ -7,6 +7,7 @@ each has one default and a help, and the README's tables of `worker` and `train`
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import importlib
 import re
@@ -151,3 +152,19 @@ def rewrite_readme() -> None:
 
 if __name__ == "__main__":
     rewrite_readme()
+
+
+def test_no_module_reads_a_declared_variable_itself() -> None:
+    """A variable's name spelled outside its `setting()` is a second reader with a second default. infra/ holds
+    the one exception: the embedded broker decides on KAFKA_BOOTSTRAP (use an external broker) without importing
+    stream/."""
+    declared = {env_name(f) for cls in DECLARED for f in settings_of(cls)} - {None}
+    root = README.parent
+    found = []
+    for path in [p for d in ("model", "stream", "bench") for p in sorted((root / d).rglob("*.py"))]:
+        tree = ast.parse(path.read_text())
+        inside = {id(n) for call in ast.walk(tree) if isinstance(call, ast.Call)
+                  and getattr(call.func, "id", None) == "setting" for n in ast.walk(call)}
+        found += [f"{path.relative_to(root)}:{n.lineno}: {n.value}" for n in ast.walk(tree)
+                  if isinstance(n, ast.Constant) and n.value in declared and id(n) not in inside]
+    assert found == []
