@@ -33,6 +33,7 @@ from model.baselines import ItemCF, MostPop
 from model.data import Split, Vocab, leave_one_out, load_dataset
 from model.metrics import evaluate_scorer
 from model.mind import MINDConfig, Tower, interest_similarity
+from model.settings import add_flags, from_args
 from model.train import TrainConfig, build_model, evaluate, fit, resolve_device, scorer
 
 METHODS = ("mostpop", "itemcf", "youtube_dnn", "mind_1", "mind_k", "comirec_sa")
@@ -356,8 +357,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=str(OUT_DIR), help="directory for the reports")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--seeds", type=int, default=SEEDS, help="seeds per neural method")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="maximum epochs (early stopping)")
+    add_flags(parser, TrainConfig, ["device", "epochs"], use_env=False)  # an evaluation's flags only
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a MINDConfig field for every neural method, e.g. --set K=8 (repeatable)")
     parser.add_argument("--jobs", type=int, default=1,
@@ -380,7 +380,7 @@ def run(args: argparse.Namespace) -> int:
         base = replace(MINDConfig(), **parse_overrides(args.set))
     except ValueError as e:  # a bad --set
         raise CommandError(str(e)) from e
-    train_cfg = TrainConfig(epochs=args.epochs, device=args.device, progress=not args.quiet)
+    train_cfg = from_args(TrainConfig, args, progress=not args.quiet)
     seeds = [train_cfg.seed + i for i in range(args.seeds)]
     device = resolve_device(args.device)
     t0 = time.perf_counter()
