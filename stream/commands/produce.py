@@ -21,7 +21,6 @@ import argparse
 import csv
 import itertools
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from model.data import DataError, iter_json_objects, load_dataset
+from model.data import DataError, iter_json_objects, load_dataset, parse_ts
 from model.progress import Progress
 from stream.commands.simulate import ClickSimulator, add_sim_arguments, sim_config_from
 from stream.config import CANDIDATES, CLICKS, CLICKS_DLQ, ITEMS, USER_INTERESTS, Settings
@@ -50,13 +49,7 @@ def _check_click(where: str, row: dict) -> dict:
             raise DataError(f"{where}: missing `{key}`")
     out: dict = {"user_id": str(row["user_id"]).strip(), "item_id": str(row["item_id"]).strip()}
     if row.get("ts") not in (None, ""):
-        try:
-            ts = float(row["ts"])
-        except (TypeError, ValueError):
-            raise DataError(f"{where}: `ts` is not a number: {row['ts']!r}") from None
-        if not math.isfinite(ts):
-            raise DataError(f"{where}: `ts` is not finite: {row['ts']!r}")
-        out["ts"] = ts
+        out["ts"] = parse_ts(where, row["ts"])
     for key in ("event_id", "category"):
         if row.get(key) not in (None, ""):
             out[key] = str(row[key])
