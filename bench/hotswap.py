@@ -51,10 +51,11 @@ from infra.broker import EmbeddedBroker, free_port
 from model.release import set_current
 from stream.commands.announce import Announcement, announcement_for, publish
 from stream.commands.demo import WorkerProcess, worker_env
-from stream.commands.produce import Pacer, ensure_topics, pipeline_topics, produce
+from stream.commands.produce import pipeline_topics, produce
 from stream.commands.simulate import ClickSimulator
 from stream.config import CANDIDATES, CLICKS, MODEL_RELEASES, Settings
 from stream.topic_reader import read_to_end
+from stream.topic_writer import Pacer, ensure_topics
 from tests.streamkit import metric_value, rss_bytes
 
 REPO = Path(__file__).resolve().parents[1]

@@ -42,9 +42,10 @@ from bench import synthetic_release
 from infra.broker import EmbeddedBroker, free_port
 from model.release import ReleaseError, current_release_dir, load_release
 from stream.commands.demo import WorkerProcess, percentile, worker_env
-from stream.commands.produce import ensure_topics, interleaved_dataset, pipeline_topics, produce
+from stream.commands.produce import interleaved_dataset, pipeline_topics, produce
 from stream.commands.simulate import ClickSimulator
 from stream.config import CANDIDATES, CLICKS, Settings
+from stream.topic_writer import ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
 

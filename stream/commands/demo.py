@@ -240,9 +240,10 @@ def _run(args: argparse.Namespace) -> int:
     from model.data import load_dataset
     from model.mind import MINDConfig
     from model.train import TrainConfig, train_release
-    from stream.commands.produce import ensure_topics, limit_users, open_source, pipeline_topics, produce
+    from stream.commands.produce import limit_users, open_source, pipeline_topics, produce
     from stream.commands.simulate import ClickSimulator, SimConfig, write_jsonl
     from stream.errors import CommandError
+    from stream.topic_writer import ensure_topics
 
     t0 = time.monotonic()
     work = args.workdir
