@@ -24,23 +24,21 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from infra.broker import EmbeddedBroker
-from model.release import load_release
-from tests.streamkit import (
-    BEHAVIORS_CHANGELOG,
+from infra.click_load import (
     Click,
     PacedProducer,
     ProducedLog,
-    TopicReader,
-    Worker,
-    broker_with_topics,
     click_stream,
     decode_key,
-    metric_value,
     sequences,
     table_state,
-    wait_until,
     warm_up,
 )
+from infra.measure import metric_value
+from infra.processes import wait_until
+from model.release import load_release
+from stream.topic_reader import TopicLog
+from tests.streamkit import BEHAVIORS_CHANGELOG, Worker, broker_with_topics
 
 PARTITIONS = 4
 USERS, PER_USER = 40, 15
@@ -57,7 +55,7 @@ class Scenario:
     release: Path
     tmp: Path
     broker: EmbeddedBroker
-    changelog: TopicReader
+    changelog: TopicLog
     clicks: list[Click]
     max_len: int
     workers: list[Worker] = field(default_factory=list)
@@ -96,7 +94,7 @@ def scenario(ml100k_release: Path, tmp_path: Path) -> Iterator[Scenario]:
     assert PER_USER <= release.max_len
     clicks = click_stream(USERS, PER_USER, release.item_ids[:300], t0=time.time() - 100_000, duplicate_every=17)
     with broker_with_topics(tmp_path / "broker.log", PARTITIONS) as broker:
-        s = Scenario(ml100k_release, tmp_path, broker, TopicReader(broker.bootstrap, BEHAVIORS_CHANGELOG), clicks,
+        s = Scenario(ml100k_release, tmp_path, broker, TopicLog(broker.bootstrap, BEHAVIORS_CHANGELOG), clicks,
                      release.max_len)
         try:
             yield s
@@ -126,8 +124,8 @@ def check_outputs(s: Scenario, log: ProducedLog, workers: list[Worker], label: s
     got = sequences(table_state(changelog.records))
     lost = sum(sum((Counter(truth[u]) - Counter(got.get(u, []))).values()) for u in truth)
     assert got == truth, {u: (truth[u], got.get(u)) for u in truth if got.get(u) != truth[u]}
-    candidates = TopicReader(bootstrap, "candidates")
-    dlq = TopicReader(bootstrap, "clicks-dlq")
+    candidates = TopicLog(bootstrap, "candidates")
+    dlq = TopicLog(bootstrap, "clicks-dlq")
     try:
         wait_until(lambda: set(truth) <= {decode_key(r.key) for r in candidates.poll()}, 120, workers)
         with_candidates = set(truth) & {decode_key(r.key) for r in candidates.records}
