@@ -39,7 +39,6 @@ import statistics
 import sys
 import threading
 import time
-import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,15 +46,16 @@ from pathlib import Path
 from bench import synthetic_release
 from bench.soak import consumed
 from bench.stream import OUT_DIR, CandidatesReader, latency_stats, machine_conditions, write_report
-from infra.broker import EmbeddedBroker, free_port
+from infra.broker import EmbeddedBroker
+from infra.measure import metric_value, rss_bytes
+from infra.processes import WorkerProcess
 from model.release import set_current
 from stream.commands.announce import Announcement, announcement_for, publish
-from stream.commands.demo import WorkerProcess, worker_env
-from stream.commands.produce import Pacer, ensure_topics, pipeline_topics, produce
+from stream.commands.produce import pipeline_topics, produce
 from stream.commands.simulate import ClickSimulator
 from stream.config import CANDIDATES, CLICKS, MODEL_RELEASES, Settings
 from stream.topic_reader import read_to_end
-from tests.streamkit import metric_value, rss_bytes
+from stream.topic_writer import Pacer, ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "runs" / "bench" / "hotswap"
@@ -79,14 +79,6 @@ PHASES: dict[str, tuple[tuple[str, str], ...]] = {
 # --------------------------------------------------------------------------- part 1: load + verify
 
 
-def _proc_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 def _phase_seconds(prof: cProfile.Profile) -> dict[str, float]:
     stats = pstats.Stats(prof).stats  # (file, line, function) -> (calls, prim calls, own s, cumulative s, callers)
     return {phase: sum(v[3] for (file, _line, func), v in stats.items()
@@ -101,7 +93,7 @@ def load_once(announcement: Announcement, models_dir: str, profile: bool) -> dic
 
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS (VmHWM) to the current RSS
-    rss0 = _proc_kb("VmRSS")
+    rss0 = rss_bytes(os.getpid())
     prof = cProfile.Profile() if profile else None
     t = time.perf_counter()
     if prof:
@@ -110,8 +102,8 @@ def load_once(announcement: Announcement, models_dir: str, profile: bool) -> dic
     if prof:
         prof.disable()
     seconds = time.perf_counter() - t
-    out = {"seconds": seconds, "peak_rss_added_mib": (_proc_kb("VmHWM") - rss0) / 1024,
-           "rss_held_mib": (_proc_kb("VmRSS") - rss0) / 1024, "version": release.version}
+    out = {"seconds": seconds, "peak_rss_added_mib": (rss_bytes(os.getpid(), "VmHWM") - rss0) / 2**20,
+           "rss_held_mib": (rss_bytes(os.getpid()) - rss0) / 2**20, "version": release.version}
     if prof:
         phases = _phase_seconds(prof)
         phases["other (manifest, item ids, finiteness, registry objects)"] = seconds - sum(phases.values())
@@ -186,8 +178,7 @@ def run_swap(v1: Path, v2: Path, args: argparse.Namespace) -> dict:
         broker = stack.enter_context(EmbeddedBroker(log_path=str(WORK / "broker.log")))
         ensure_topics(broker.bootstrap, pipeline_topics(settings), settings.partitions)  # as kafka-init does
         ensure_topics(broker.bootstrap, [settings.topic(MODEL_RELEASES)], 1)
-        port = free_port()
-        worker = WorkerProcess("hotswap", worker_env(broker.bootstrap, models, state, port, log_level="info"), log)
+        worker = WorkerProcess("hotswap", log, broker.bootstrap, state, models_dir=models, args=("--log-level", "info"))
         stack.callback(worker.stop)
         reader = CandidatesReader(broker.bootstrap, settings.topic(CANDIDATES))
         stack.callback(reader.close)
@@ -218,7 +209,7 @@ def run_swap(v1: Path, v2: Path, args: argparse.Namespace) -> dict:
         while producer.is_alive():
             worker.check_alive()
             now = time.time()
-            samples.append({"t": round(now - start, 2), "rss_mib": round(rss_bytes(worker.proc.pid) / 2**20, 1)})
+            samples.append({"t": round(now - start, 2), "rss_mib": round(worker.rss_bytes() / 2**20, 1)})
             if not announced and now - start >= args.announce_at_s:
                 # as `mindstream retrain` does it: CURRENT first, then the announcement (acks=all)
                 set_current(models, v2.name)
@@ -230,8 +221,7 @@ def run_swap(v1: Path, v2: Path, args: argparse.Namespace) -> dict:
         producer.join()
         print(f"[swap] {len(sent)} clicks sent in {time.time() - start:.1f} s; waiting for the lists", flush=True)
         reader.wait_settled(base + len(sent), [worker], timeout_s=120)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-            metrics_text = r.read().decode()
+        metrics_text = worker.metrics()
         lists = []
         for rec in read_to_end(broker.bootstrap, [settings.topic(CANDIDATES)], timeout_s=120):
             v = json.loads(rec.value)

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.synthetic_release import ensure
+from infra.measure import rss_bytes
 from stream.commands.simulate import category_id
 from stream.worker.releases import ReleaseRegistry
-from tests.streamkit import rss_bytes
 
 
 def main() -> int:

@@ -31,21 +31,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from infra.broker import EmbeddedBroker
+from infra.click_load import PacedProducer, click_stream, sequences, table_state, warm_up
+from infra.measure import metric_value
+from infra.processes import WorkerProcess, wait_until
 from model.release import ReleaseError, current_release_dir, load_release
-from tests.streamkit import (
-    BEHAVIORS_CHANGELOG,
-    PacedProducer,
-    TopicReader,
-    Worker,
-    broker_with_topics,
-    click_stream,
-    metric_value,
-    rss_bytes,
-    sequences,
-    table_state,
-    wait_until,
-    warm_up,
-)
+from stream.commands.produce import pipeline_topics
+from stream.commands.refresh import changelog_topics
+from stream.config import Settings
+from stream.topic_reader import TopicLog
+from stream.topic_writer import ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "runs" / "soak"
@@ -154,9 +149,14 @@ def run(args: argparse.Namespace) -> int:
     # the stream is `total` clicks long (duplicates included), whatever the rounding per user
     clicks = clicks[:total]
     samples: list[dict] = []
-    with broker_with_topics(run_dir / "broker.log", PARTITIONS) as broker:
-        changelog = TopicReader(broker.bootstrap, BEHAVIORS_CHANGELOG)
-        worker = Worker(broker.bootstrap, release, run_dir / "state", run_dir / "worker.log", PARTITIONS)
+    settings = Settings.from_env()  # what the worker reads: its topic prefix and app id
+    with EmbeddedBroker(log_path=str(run_dir / "broker.log")) as broker:
+        ensure_topics(broker.bootstrap, pipeline_topics(settings), PARTITIONS)  # as kafka-init does
+        changelog = TopicLog(broker.bootstrap, changelog_topics(settings)[0])
+        worker = WorkerProcess("worker", run_dir / "worker.log", broker.bootstrap, run_dir / "state",
+                               models_dir=release.parent,
+                               args=("--release", str(release), "--partitions", str(PARTITIONS), "--top-n", "20",
+                                     "--log-level", "warning"))
         producer = PacedProducer(broker.bootstrap, clicks, rate=args.rate)
         try:
             warm = warm_up(broker.bootstrap, changelog, [worker], 4, items[0])
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
                     text = worker.metrics()
                     acked = len(producer.log.clicks) + len(warm.clicks)
                     done = consumed(text)
-                    samples.append({"t": round(now - start, 1), "rss_mb": rss_bytes(worker.pid) / 2**20,
+                    samples.append({"t": round(now - start, 1), "rss_mb": worker.rss_bytes() / 2**20,
                                     "acked": acked, "consumed": done, "lag": max(0.0, acked - done),
                                     "processing_errors": metric_value(text, "mindstream_dead_letters_total",
                                                                       'reason="processing_error"'),

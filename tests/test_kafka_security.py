@@ -348,10 +348,11 @@ CLIENTS = {"KafkaConsumer": "kafka_python_kwargs", "KafkaProducer": "kafka_pytho
 
 
 def test_no_client_in_stream_is_built_without_the_settings() -> None:
-    """Guards sites added later: every client construction in stream/ and infra/ spreads the matching
-    `**..._kwargs()`."""
+    """Guards sites added later: every client construction in stream/ spreads the matching `**..._kwargs()`
+    (infra/ imports nothing of stream/: its one client, the broker's readiness probe, takes them from the caller,
+    tests/test_layout.py)."""
     found = 0
-    for path in sorted([*STREAM.rglob("*.py"), *(STREAM.parent / "infra").glob("*.py")]):
+    for path in sorted(STREAM.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.Call):
                 continue
@@ -362,7 +363,7 @@ def test_no_client_in_stream_is_built_without_the_settings() -> None:
             spread = [k.value.func.id for k in node.keywords
                       if k.arg is None and isinstance(k.value, ast.Call) and isinstance(k.value.func, ast.Name)]
             assert CLIENTS[name] in spread, f"{path.name}:{node.lineno}: {name}(...) without **{CLIENTS[name]}()"
-    assert found >= 10  # the sites of this module's tests; fewer means the scan went wrong
+    assert found >= 8  # the sites of this module's tests (one topic reader, ...); fewer: the scan went wrong
 
 
 def test_a_bad_setting_is_a_one_line_error_not_a_traceback(monkeypatch: pytest.MonkeyPatch,

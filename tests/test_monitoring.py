@@ -6,9 +6,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +18,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
-from infra.broker import EmbeddedBroker, free_port
+from infra.broker import EmbeddedBroker
+from infra.processes import WorkerProcess
 from infra.prometheus_server import PrometheusServer
 from stream.monitoring.online import TOP_K, OnlineHitRate, hits_at, judge
 from stream.monitoring.web import PNG_SIGNATURE
@@ -112,41 +110,14 @@ def http_get(url: str) -> tuple[int, str, bytes]:
         return e.code, e.headers.get("Content-Type", ""), e.read()
 
 
-class Worker:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._out = open(log, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env={**os.environ, **env},
-                                     cwd=REPO, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
-
-
 @pytest.fixture(scope="module")
 def stack(ml100k_release: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Broker, one worker (role all) serving the ml-100k release, Prometheus scraping the worker every second."""
-    from stream.config import ENV_NAMES
-
     work = tmp_path_factory.mktemp("monitoring")
-    web_port = free_port()
-    (work / "state").mkdir()
     with EmbeddedBroker(log_path=str(work / "broker.log")) as broker:
-        env = {ENV_NAMES["bootstrap"]: broker.bootstrap, ENV_NAMES["models_dir"]: str(ml100k_release.parent),
-               ENV_NAMES["state_dir"]: str(work / "state"), ENV_NAMES["web_port"]: str(web_port),
-               ENV_NAMES["partitions"]: "4", ENV_NAMES["batch_window_ms"]: "2"}
-        worker = Worker(env, work / "worker.log")
+        worker = WorkerProcess("worker", work / "worker.log", broker.bootstrap, work / "state",
+                               models_dir=ml100k_release.parent, args=("--partitions", "4", "--batch-window-ms", "2"))
+        web_port = worker.web_port
         try:
             base = f"http://127.0.0.1:{web_port}"
 

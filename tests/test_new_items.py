@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 
+from infra.measure import metric_value
+from infra.processes import wait_until
 from model.data import DataError
 from model.mind import MINDConfig
 from model.new_items import NewItems
@@ -31,11 +33,12 @@ from stream.commands.produce import produce_items
 from stream.commands.retrain import write_training_set
 from stream.commands.simulate import ClickSimulator, SimConfig, category_id, item_id
 from stream.events import Click as EventClick
+from stream.topic_reader import TopicLog
 from stream.worker.catalog import CatalogItem, parse_item, read_catalog
 from stream.worker.hotswap import OK, handle
 from stream.worker.recall import recall_batch
 from stream.worker.releases import ReleaseRegistry
-from tests.streamkit import TopicReader, Worker, broker_with_topics, metric_value, wait_until
+from tests.streamkit import Worker, broker_with_topics
 
 SIM = SimConfig(n_users=1500, n_items=2000, n_categories=20, clicks_per_user=30, seed=1)
 HELD = [item_id(i) for i in range(10)]  # left out of the `old` release's training clicks
@@ -325,10 +328,10 @@ class Outputs:
     """The worker's output topics, read incrementally."""
 
     def __init__(self, bootstrap: str) -> None:
-        self.candidates = TopicReader(bootstrap, "candidates")
-        self.interests = TopicReader(bootstrap, "user-interests")
+        self.candidates = TopicLog(bootstrap, "candidates")
+        self.interests = TopicLog(bootstrap, "user-interests")
 
-    def latest(self, reader: TopicReader, user: str) -> dict | None:
+    def latest(self, reader: TopicLog, user: str) -> dict | None:
         found = [json.loads(r.value) for r in reader.poll() if r.key == user.encode()]
         return found[-1] if found else None
 
@@ -428,14 +431,14 @@ def test_e2e_a_first_click_with_its_category_moves_interests_and_is_not_a_dead_l
     assert metric_value(text, "mindstream_events_total", 'status="unknown_item"') >= unknown_before + 1
     assert metric_value(text, "mindstream_new_items_total", 'source="click"') >= 1
     # the worker announced the item to the catalog, so every worker (and a restart) knows it
-    items = TopicReader(e2e["broker"].bootstrap, "items")
+    items = TopicLog(e2e["broker"].bootstrap, "items")
     try:
         assert wait_until(lambda: any(r.key == new.encode() and json.loads(r.value)["category"] == category
                                       for r in items.poll()), 30)
     finally:
         items.close()
     # clicks-dlq holds bad records only: neither unknown click is there
-    dlq = TopicReader(e2e["broker"].bootstrap, "clicks-dlq")
+    dlq = TopicLog(e2e["broker"].bootstrap, "clicks-dlq")
     try:
         time.sleep(2.0)
         records = dlq.poll(timeout_ms=1000)

@@ -23,10 +23,11 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from infra.broker import EmbeddedBroker
+from infra.measure import metric_value
 from model.data import load_dataset
 from model.release import load_release
 from tests.schemas import errors, validate_records
-from tests.streamkit import Worker, broker_with_topics, metric_value
+from tests.streamkit import Worker, broker_with_topics
 from tests.streamkit import read_topic as read_any_topic
 
 PARTITIONS = 2

@@ -25,23 +25,21 @@ from aiokafka.errors import KafkaConnectionError
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from infra.broker import EmbeddedBroker
-from model.release import load_release
-from tests.streamkit import (
-    BEHAVIORS_CHANGELOG,
+from infra.click_load import (
     Click,
     PacedProducer,
     ProducedLog,
-    TopicReader,
-    Worker,
-    broker_with_topics,
     click_stream,
     decode_key,
-    metric_value,
     sequences,
     table_state,
-    wait_until,
     warm_up,
 )
+from infra.measure import metric_value
+from infra.processes import wait_until
+from model.release import load_release
+from stream.topic_reader import TopicLog
+from tests.streamkit import BEHAVIORS_CHANGELOG, Worker, broker_with_topics
 
 PARTITIONS = 4
 USERS, PER_USER = 40, 15
@@ -58,7 +56,7 @@ class Scenario:
     release: Path
     tmp: Path
     broker: EmbeddedBroker
-    changelog: TopicReader
+    changelog: TopicLog
     clicks: list[Click]
     max_len: int
     workers: list[Worker] = field(default_factory=list)
@@ -98,7 +96,7 @@ def scenario(ml100k_release: Path, tmp_path: Path) -> Iterator[Scenario]:
     assert PER_USER <= release.max_len
     clicks = click_stream(USERS, PER_USER, release.item_ids[:300], t0=time.time() - 100_000, duplicate_every=17)
     with broker_with_topics(tmp_path / "broker.log", PARTITIONS) as broker:
-        s = Scenario(ml100k_release, tmp_path, broker, TopicReader(broker.bootstrap, BEHAVIORS_CHANGELOG), clicks,
+        s = Scenario(ml100k_release, tmp_path, broker, TopicLog(broker.bootstrap, BEHAVIORS_CHANGELOG), clicks,
                      release.max_len)
         try:
             yield s
@@ -133,8 +131,8 @@ def check_outputs(s: Scenario, log: ProducedLog, workers: list[Worker], label: s
         again = sum(fresh.get(u) != truth[u] for u in truth)
         raise AssertionError(f"{diagnosis(truth, got, lost, workers)}\n--- a fresh changelog reader: {again} users "
                              "differ")
-    candidates = TopicReader(bootstrap, "candidates")
-    dlq = TopicReader(bootstrap, "clicks-dlq")
+    candidates = TopicLog(bootstrap, "candidates")
+    dlq = TopicLog(bootstrap, "clicks-dlq")
     try:
         wait_until(lambda: set(truth) <= {decode_key(r.key) for r in candidates.poll()}, 120, workers)
         with_candidates = set(truth) & {decode_key(r.key) for r in candidates.records}
@@ -176,7 +174,7 @@ def diagnosis(truth: dict[str, list[str]], got: dict[str, list[str]], lost: int,
 
 
 def read_for(bootstrap: str, topic: str, seconds: float) -> list:
-    reader = TopicReader(bootstrap, topic)
+    reader = TopicLog(bootstrap, topic)
     try:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from infra.broker import EmbeddedBroker
@@ -17,6 +17,7 @@ from model.release import current_release_dir, load_release
 from model.train import TrainConfig
 from stream.commands.announce import Announcement, publish
 from stream.commands.retrain import retrain
+from stream.topic_reader import read_to_end
 from tests.streamkit import read_topic
 
 TINY_MODEL = MINDConfig(d=8, K=2, max_len=10, hidden=(16,), profile_dim=4)
@@ -24,18 +25,10 @@ TINY_TRAIN = TrainConfig(epochs=1, batch_size=256, threads=1, progress=False)
 
 
 def last_announcement(bootstrap: str) -> Announcement:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        tp = TopicPartition("model-releases", 0)
-        consumer.assign([tp])
-        end = consumer.end_offsets([tp])[tp]
-        assert end >= 1, "nothing announced"
-        consumer.seek(tp, end - 1)
-        records = consumer.poll(timeout_ms=5000).get(tp, [])
-        assert records and records[0].key == b"current"
-        return Announcement.parse(records[0].value)
-    finally:
-        consumer.close()
+    records = list(read_to_end(bootstrap, ["model-releases"]))
+    assert records, "nothing announced"
+    assert records[-1].key == b"current"
+    return Announcement.parse(records[-1].value)
 
 
 def test_retrain_learns_items_that_only_appeared_in_the_stream(shared_data: Path, tmp_path: Path) -> None:

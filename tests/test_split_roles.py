@@ -25,25 +25,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from infra.click_load import PacedProducer, click_stream, sequences, table_state, warm_up
+from infra.measure import metric_value
+from infra.processes import wait_until
 from model.release import load_release, set_current
 from stream.commands.announce import announcement_for, publish
 from stream.config import MIB, RocksDBSettings
+from stream.topic_reader import TopicLog
 from stream.worker.recall import request_from
 from stream.worker.releases import ReleaseRegistry
 from tests.conftest import V2_PREFIX, two_version_models
-from tests.streamkit import (
-    PacedProducer,
-    TopicReader,
-    Worker,
-    broker_with_topics,
-    click_stream,
-    metric_value,
-    read_topic,
-    sequences,
-    table_state,
-    wait_until,
-    warm_up,
-)
+from tests.streamkit import Worker, broker_with_topics, read_topic
 
 PARTITIONS = 2
 USERS, PER_USER = 12, 20  # PER_USER <= max_len (20): the ground truth is every click, none ages out
@@ -92,7 +84,7 @@ def run(ml100k_release: Path, v2_dir: Path, tmp_path_factory: pytest.TempPathFac
             return Worker(broker.bootstrap, None, tmp / f"state-{name}", tmp / f"{name}.log", PARTITIONS,
                           extra=("--role", role), models_dir=models)
 
-        changelog = TopicReader(broker.bootstrap, INTEREST_CHANGELOG)
+        changelog = TopicLog(broker.bootstrap, INTEREST_CHANGELOG)
         a, r = worker("interest-a", "interest"), worker("recall", "recall")
         workers = [a, r]
         producer = None

@@ -21,11 +21,12 @@ import pytest
 from kafka import KafkaProducer
 
 from infra import browser
+from infra.processes import wait_until
 from model.data import load_dataset
 from model.release import load_release
 from stream.monitoring.pages import utc
 from stream.monitoring.web import PNG_SIGNATURE
-from tests.streamkit import REPO, Worker, broker_with_topics, wait_until
+from tests.streamkit import REPO, Worker, broker_with_topics
 
 PARTITIONS = 2
 USERS = ("1", "2")  # MovieLens users; "1" is the one whose page is checked

@@ -17,12 +17,13 @@ import pytest
 from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry, Gauge
 
+from infra.measure import metric_value
 from model.release import ReleaseError, load_release
 from stream.commands.announce import announcement_for
 from stream.monitoring.lag import LagSampler
 from stream.worker.hotswap import REJECTED, handle
 from stream.worker.releases import ReleaseRegistry
-from tests.streamkit import Worker, broker_with_topics, metric_value, read_topic
+from tests.streamkit import Worker, broker_with_topics, read_topic
 
 PARTITIONS = 2
 POISON = "poison"

@@ -10,70 +10,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
 from stream.config import CANDIDATES, Settings
-from stream.kafka_security import kafka_python_kwargs
-
-
-def _consumer(bootstrap: str):
-    from kafka import KafkaConsumer
-
-    return KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                         client_id="mindstream-candidates", fetch_max_wait_ms=100, **kafka_python_kwargs())
-
-
-def _partitions(consumer, topic: str, wait_s: float) -> list:
-    from kafka import TopicPartition
-
-    deadline = time.monotonic() + wait_s
-    while True:
-        parts = consumer.partitions_for_topic(topic)
-        if parts:
-            return [TopicPartition(topic, p) for p in sorted(parts)]
-        if time.monotonic() >= deadline:
-            return []
-        time.sleep(0.2)
-        consumer.topics()  # refreshes the cached metadata
+from stream.topic_reader import TopicReader
 
 
 def read_candidates(bootstrap: str, topic: str, user: str | None = None, follow: bool = False,
                     from_end: bool = False, wait_s: float = 5.0) -> Iterator[dict]:
     """Candidate-list values (dicts) in partition order; `user` filters by key.
 
-    Without `follow` it stops once every partition's end offset (taken at the start) is
-    reached. A missing topic yields nothing after `wait_s` (with `follow` it is waited for).
+    Without `follow` it stops once every partition's end (taken at the start) is reached. A missing topic
+    yields nothing after `wait_s` (with `follow` it is waited for).
     """
-    consumer = _consumer(bootstrap)
-    try:
-        parts = _partitions(consumer, topic, float("inf") if follow else wait_s)
-        if not parts:
+    with TopicReader(bootstrap, topic, from_end=from_end, client_id="mindstream-candidates") as reader:
+        if not reader.wait_for_partitions(math.inf if follow else wait_s):
             return
-        consumer.assign(parts)
-        if from_end:
-            consumer.seek_to_end(*parts)
-        else:
-            consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
+        records = reader.follow() if follow else reader.read_to_end(math.inf)
         key = user.encode() if user is not None else None
-        while True:
-            if not follow and all(consumer.position(tp) >= end[tp] for tp in parts):
-                return
-            for records in consumer.poll(timeout_ms=200).values():
-                for rec in records:
-                    if key is not None and rec.key != key:
-                        continue
-                    try:
-                        value = json.loads(rec.value)
-                    except (json.JSONDecodeError, UnicodeDecodeError):
-                        continue  # not ours to judge; the topic's producer is the worker
-                    if isinstance(value, dict):
-                        yield value
-    finally:
-        consumer.close()
+        for rec in records:
+            if key is not None and rec.key != key:
+                continue
+            try:
+                value = json.loads(rec.value)
+            except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+                continue  # not ours to judge; the topic's producer is the worker
+            if isinstance(value, dict):
+                yield value
 
 
 def latency_ms(value: dict[str, Any]) -> float | None:

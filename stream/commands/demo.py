@@ -19,100 +19,29 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.broker import free_port, kafka_bootstrap
+from infra.broker import kafka_bootstrap
+from infra.measure import percentile
+from infra.processes import WorkerProcess
 from stream.commands.candidates import format_candidates, latency_ms
 from stream.config import CANDIDATES, CLICKS, Settings
+from stream.kafka_security import kafka_python_kwargs
+from stream.topic_reader import TopicReader
 
 # The demo's catalog: small enough to train in well under a minute on 2 cores, with clear interests.
 DEMO_SIM = {"n_users": 800, "n_items": 2000, "n_categories": 20, "clicks_per_user": 30}
 
 
-class WorkerProcess:
-    """One `mindstream worker` subprocess, configured through its environment (stream/config.py) and `args` (its
-    flags), in a session of its own so that a signal reaches it alone; stdout and stderr go to `log_path`.
-    `web_port` (default: the one `env` sets, if any) is where `metrics()` reads."""
-
-    def __init__(self, name: str, env: dict[str, str], log_path: Path, args: tuple[str, ...] = (),
-                 web_port: int | None = None, cwd: Path | None = None) -> None:
-        from stream.config import ENV_NAMES
-
-        self.name = name
-        self.log_path = log_path
-        port = web_port if web_port is not None else env.get(ENV_NAMES["web_port"])
-        self.web_port = int(port) if port is not None else None
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker", *args], env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-            cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def check_alive(self) -> None:
-        if not self.alive():
-            tail = self.log_path.read_text(errors="replace")[-4000:]
-            raise RuntimeError(f"worker {self.name} exited with {self.proc.returncode}; log {self.log_path}:\n{tail}")
-
-    def metrics(self) -> str:
-        """The worker's Prometheus text; OSError while its web server is not up."""
-        if self.web_port is None:
-            raise ValueError(f"worker {self.name}: no web port known")
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def kill(self) -> int:
-        """SIGKILL: no shutdown, no offset commit, no flush (what a crash or an OOM kill does); returns the exit
-        status."""
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def stop(self, timeout_s: float = 20.0) -> int:
-        """SIGTERM (Faust shuts down cleanly, commits offsets), then SIGKILL after `timeout_s`; returns the exit
-        status."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-
-def worker_env(bootstrap: str, models_dir: Path, state_dir: Path, web_port: int, **extra: str) -> dict[str, str]:
-    from stream.config import ENV_NAMES
-
-    state_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level of its data directory
-    env = {ENV_NAMES["bootstrap"]: bootstrap, ENV_NAMES["models_dir"]: str(models_dir),
-           ENV_NAMES["state_dir"]: str(state_dir), ENV_NAMES["web_port"]: str(web_port)}
-    env.update({ENV_NAMES[k]: v for k, v in extra.items()})
-    return env
-
-
 @dataclass
 class CandidateCollector:
-    """Reads the candidates topic in a thread (partitions assigned, no group) from `start()` on."""
+    """Reads the candidates topic in a thread (stream/topic_reader.py: every partition, from the start, new
+    partitions picked up as the worker creates them) from `start()` on."""
 
     bootstrap: str
     topic: str
@@ -129,40 +58,14 @@ class CandidateCollector:
         return self
 
     def _run(self) -> None:
-        import json
-
-        from kafka import KafkaConsumer, TopicPartition
-
-        from stream.kafka_security import kafka_python_kwargs
-
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                 fetch_max_wait_ms=50, **kafka_python_kwargs())
         try:
-            assigned: set = set()
-            first = True
-            while not self._stop.is_set():
-                # the worker creates the topic (and may add partitions): pick up new partitions as they appear
-                parts = {TopicPartition(self.topic, p) for p in (consumer.partitions_for_topic(self.topic) or ())}
-                if parts - assigned:
-                    new = parts - assigned
-                    assigned |= parts
-                    consumer.assign(sorted(assigned))
-                    consumer.seek_to_beginning(*new)
-                if first:
-                    self._ready.set()
-                    first = False
-                if not assigned:
-                    consumer.topics()
-                    time.sleep(0.2)
-                    continue
-                for recs in consumer.poll(timeout_ms=100).values():
-                    for r in recs:
-                        self.values.append(json.loads(r.value))
+            with TopicReader(self.bootstrap, self.topic, fetch_max_wait_ms=50) as reader:
+                self._ready.set()
+                while not self._stop.is_set():
+                    self.values.extend(json.loads(r.value) for r in reader.poll(timeout_ms=100))
         except BaseException as e:  # surfaced to the main thread by wait_for
             self.error = e
             self._ready.set()
-        finally:
-            consumer.close()
 
     def latest(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
@@ -186,12 +89,6 @@ class CandidateCollector:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
 
 
 def _pick_users(events: list[dict], n: int) -> list[str]:
@@ -240,9 +137,10 @@ def _run(args: argparse.Namespace) -> int:
     from model.data import load_dataset
     from model.mind import MINDConfig
     from model.train import TrainConfig, train_release
-    from stream.commands.produce import ensure_topics, limit_users, open_source, pipeline_topics, produce
+    from stream.commands.produce import limit_users, open_source, pipeline_topics, produce
     from stream.commands.simulate import ClickSimulator, SimConfig, write_jsonl
     from stream.errors import CommandError
+    from stream.topic_writer import ensure_topics
 
     t0 = time.monotonic()
     work = args.workdir
@@ -278,7 +176,7 @@ def _run(args: argparse.Namespace) -> int:
 
     with contextlib.ExitStack() as stack:
         # LIFO: the collector and the workers stop before the broker they talk to
-        bootstrap = stack.enter_context(kafka_bootstrap())
+        bootstrap = stack.enter_context(kafka_bootstrap(kafka_python_kwargs()))
         _step(f"broker at {bootstrap}; starting {args.workers} worker(s)")
         settings = Settings.from_env()
         workers: list[WorkerProcess] = []
@@ -287,12 +185,11 @@ def _run(args: argparse.Namespace) -> int:
         # as docker-compose's kafka-init: the pipeline's topics exist, with the workers' partition count
         ensure_topics(bootstrap, pipeline_topics(settings), settings.partitions)
         for n in range(args.workers):
-            port = free_port()  # not the fixed default: another worker on this machine may hold it
-            w = WorkerProcess(f"w{n}", worker_env(bootstrap, models, state / f"w{n}", port),
-                              work / f"worker-{n}.log")
+            # on a free web port, not the fixed default: another worker on this machine may hold it
+            w = WorkerProcess(f"w{n}", work / f"worker-{n}.log", bootstrap, state / f"w{n}", models_dir=models)
             stack.callback(w.stop)
             workers.append(w)
-            print(f"worker {w.name}: pid {w.proc.pid}, metrics http://127.0.0.1:{port}/metrics, "
+            print(f"worker {w.name}: pid {w.pid}, metrics http://127.0.0.1:{w.web_port}/metrics, "
                   f"log {w.log_path}")
 
         source = open_source(data_path, None)

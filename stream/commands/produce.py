@@ -21,23 +21,19 @@ import argparse
 import csv
 import itertools
 import json
-import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-from model.data import DataError, iter_json_objects, load_dataset
-from model.progress import Progress
+from model.data import DataError, iter_json_objects, load_dataset, parse_ts
 from stream.commands.simulate import ClickSimulator, add_sim_arguments, sim_config_from
 from stream.config import CANDIDATES, CLICKS, CLICKS_DLQ, ITEMS, USER_INTERESTS, Settings
-from stream.kafka_security import kafka_python_kwargs
+from stream.topic_writer import SendSummary, ensure_topics, send_keyed
 from stream.worker.catalog import read_catalog
 
 CLICK_LOG_SUFFIXES = (".jsonl", ".ndjson", ".csv")
-T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- sources
@@ -50,13 +46,7 @@ def _check_click(where: str, row: dict) -> dict:
             raise DataError(f"{where}: missing `{key}`")
     out: dict = {"user_id": str(row["user_id"]).strip(), "item_id": str(row["item_id"]).strip()}
     if row.get("ts") not in (None, ""):
-        try:
-            ts = float(row["ts"])
-        except (TypeError, ValueError):
-            raise DataError(f"{where}: `ts` is not a number: {row['ts']!r}") from None
-        if not math.isfinite(ts):
-            raise DataError(f"{where}: `ts` is not finite: {row['ts']!r}")
-        out["ts"] = ts
+        out["ts"] = parse_ts(where, row["ts"])
     for key in ("event_id", "category"):
         if row.get(key) not in (None, ""):
             out[key] = str(row[key])
@@ -146,59 +136,8 @@ def limit_users(events: Iterator[dict], users: int) -> Iterator[dict]:
 
 
 @dataclass
-class SendSummary:
-    """What a `send_keyed` loop did: records acknowledged (`sent`), failed, and the first failure."""
-
-    sent: int = 0
-    failed: int = 0
-    elapsed_s: float = 0.0
-    first_error: str | None = None
-
-    @property
-    def rate(self) -> float:
-        return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-
-@dataclass
 class ProduceSummary(SendSummary):
     users: set[str] = field(default_factory=set)
-
-
-class Pacer:
-    """Holds an average of `rate` events/s from the start (0 = no pacing), without drift."""
-
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self.start = time.perf_counter()
-
-    def wait(self, n: int) -> None:
-        """Block until event number `n` (from 0) is due."""
-        if not self.interval:
-            return
-        delay = self.start + n * self.interval - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-
-
-def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
-    """Create those of `topics` that do not exist, with `partitions` partitions each. Sending to a missing
-    topic would let the broker auto-create it with its own default count, which Faust rejects: a table's
-    changelog must have as many partitions as its source topic. (docker-compose's kafka-init does the
-    same for a deployment.)"""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="mindstream-produce", **kafka_python_kwargs())
-    try:
-        missing = [t for t in topics if t not in set(admin.list_topics())]
-        for topic in missing:
-            try:
-                admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-            except TopicAlreadyExistsError:
-                pass  # created meanwhile (by a worker starting)
-    finally:
-        admin.close()
 
 
 def pipeline_topics(settings: Settings) -> list[str]:
@@ -206,52 +145,6 @@ def pipeline_topics(settings: Settings) -> list[str]:
     from stream.commands.refresh import REFRESH_REQUESTS
 
     return [settings.topic(t) for t in (CLICKS, USER_INTERESTS, CANDIDATES, CLICKS_DLQ, REFRESH_REQUESTS)]
-
-
-def make_producer(bootstrap: str):
-    from kafka import KafkaProducer
-
-    # acks=1 and no idempotence: the embedded broker serves no InitProducerId
-    # (docs/platform.md#no-transactions-no-idempotent-producer);
-    # the worker de-duplicates by event_id. A short linger batches without adding visible latency.
-    return KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=2, enable_idempotence=False,
-                         retries=5, client_id="mindstream-produce", **kafka_python_kwargs())
-
-
-def send_keyed(items: Iterable[T], to_record: Callable[[T], tuple[bytes, bytes]], bootstrap: str, topic: str,
-               rate: float = 0.0, progress: bool = True, total: int | None = None, unit: str = "ev",
-               desc: str | None = None) -> SendSummary:
-    """Send one record per item to `topic` at `rate` items/s (0 = as fast as possible), with a progress bar
-    (model/progress.py: on a terminal; else one line at the end), then flush. `to_record(item)` gives
-    (key, value) and is called when the item is due, so a timestamp it stamps is the send time. A failed
-    send is counted through the producer's errback (it may fail after
-    `send` returned); `sent` counts only the others."""
-    producer = make_producer(bootstrap)
-    summary = SendSummary()
-
-    def failed(exc: BaseException) -> None:
-        summary.failed += 1
-        summary.first_error = summary.first_error or repr(exc)
-
-    pacer = Pacer(rate)
-    bar = Progress(desc or f"producing to {topic}", total=total, unit=unit, enabled=progress)
-    start = time.perf_counter()
-    ok = False
-    try:
-        for n, item in enumerate(items):
-            pacer.wait(n)
-            key, value = to_record(item)
-            producer.send(topic, key=key, value=value).add_errback(failed)
-            summary.sent += 1
-            bar.update()
-        producer.flush()
-        ok = True
-    finally:
-        summary.elapsed_s = time.perf_counter() - start
-        bar.close(summary=ok)
-        producer.close()
-    summary.sent -= summary.failed
-    return summary
 
 
 def produce(events: Iterator[dict], bootstrap: str, topic: str, rate: float = 0.0, limit: int | None = None,

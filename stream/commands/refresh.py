@@ -22,10 +22,10 @@ import os
 import time
 from dataclasses import dataclass
 
-from stream.commands.produce import SendSummary, send_keyed
 from stream.config import CLICKS, Settings
 from stream.kafka_security import kafka_python_kwargs
 from stream.topic_reader import read_to_end
+from stream.topic_writer import SendSummary, ensure_topics, send_keyed
 
 REFRESH_REQUESTS = "refresh-requests"
 RATE = 200.0  # requests per second: each costs a tower row, an ANN search and two records
@@ -103,7 +103,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.commands.produce import ensure_topics
     from stream.errors import CommandError
 
     if not args.rate > 0:
