@@ -44,7 +44,8 @@ from model.release import ReleaseError, current_release_dir, load_release
 from stream.commands.demo import WorkerProcess, percentile, worker_env
 from stream.commands.produce import ensure_topics, interleaved_dataset, pipeline_topics, produce
 from stream.commands.simulate import ClickSimulator
-from stream.config import CANDIDATES, CLICKS, Settings
+from stream.config import Settings
+from stream.topology import CANDIDATES, CLICKS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -164,9 +165,9 @@ def run_worker_scenario(name: str, models: Path, events: Iterator[dict], args: a
                                                         free_port()), WORK / f"worker-{name}-{n}.log")
             stack.callback(w.stop)
             workers.append(w)
-        reader = CandidatesReader(broker.bootstrap, settings.topic(CANDIDATES))
+        reader = CandidatesReader(broker.bootstrap, settings.topic(CANDIDATES.name))
         stack.callback(reader.close)
-        clicks = settings.topic(CLICKS)
+        clicks = settings.topic(CLICKS.name)
 
         def send(n: int, rate: float) -> int:
             return produce(itertools.islice(events, n), broker.bootstrap, clicks, rate=rate, progress=False).sent

@@ -76,6 +76,7 @@ class Settings:
         return cls(**values)
 
     def topic(self, base: str) -> str:
+        """The deployment's name of a topic of stream/topology.py (`settings.topic(CLICKS.name)`)."""
         return self.topic_prefix + base
 
     def runs_interest(self) -> bool:
@@ -160,11 +161,3 @@ ENV_NAMES: dict[str, str] = {
     "max_new_items": "MINDSTREAM_MAX_NEW_ITEMS",
     "log_level": "MINDSTREAM_LOG_LEVEL",
 }
-
-# Topic base names (ARCHITECTURE.md); the prefix is added by Settings.topic().
-CLICKS = "clicks"
-USER_INTERESTS = "user-interests"
-CANDIDATES = "candidates"
-CLICKS_DLQ = "clicks-dlq"
-MODEL_RELEASES = "model-releases"
-ITEMS = "items"

@@ -10,8 +10,10 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from stream import topology
+
 SCHEMAS = Path(__file__).resolve().parents[1] / "docs" / "schemas"
-TOPICS = ("clicks", "user-interests", "candidates", "model-releases", "clicks-dlq", "refresh-requests", "items")
+TOPICS = tuple(t.name for t in topology.TOPICS)
 
 
 @cache

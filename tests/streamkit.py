@@ -22,13 +22,15 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from infra.broker import EmbeddedBroker, free_port
+from stream import topology
 from stream.commands.demo import WorkerProcess
 
 REPO = Path(__file__).resolve().parents[1]
-TOPICS = ("clicks", "user-interests", "candidates", "clicks-dlq")
+# created before a worker starts, as docker-compose's kafka-init does
+TOPICS = tuple(t.name for t in topology.PIPELINE)
 APP_ID = "mindstream"
-# The behaviors table's changelog (Faust names it <app id>-<table name>-changelog).
-BEHAVIORS_CHANGELOG = f"{APP_ID}-behaviors-changelog"
+# The behaviors table's changelog.
+BEHAVIORS_CHANGELOG = topology.BEHAVIORS.changelog(APP_ID)
 
 
 @contextlib.contextmanager
@@ -153,7 +155,7 @@ class PacedProducer(threading.Thread):
     the broker acknowledged go into `log`. A broker that stalls delays acknowledgements, it does not lose them."""
 
     def __init__(self, bootstrap: str, clicks: list[Click], rate: float, bad: list[tuple[bytes, bytes]] = (),
-                 topic: str = "clicks") -> None:
+                 topic: str = topology.CLICKS.name) -> None:
         super().__init__(daemon=True)
         self.bootstrap, self.clicks, self.rate, self.topic = bootstrap, clicks, rate, topic
         self.bad = list(bad)

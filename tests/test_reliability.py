@@ -25,6 +25,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from infra.broker import EmbeddedBroker
 from model.release import load_release
+from stream import topology
 from tests.streamkit import (
     BEHAVIORS_CHANGELOG,
     Click,
@@ -126,8 +127,8 @@ def check_outputs(s: Scenario, log: ProducedLog, workers: list[Worker], label: s
     got = sequences(table_state(changelog.records))
     lost = sum(sum((Counter(truth[u]) - Counter(got.get(u, []))).values()) for u in truth)
     assert got == truth, {u: (truth[u], got.get(u)) for u in truth if got.get(u) != truth[u]}
-    candidates = TopicReader(bootstrap, "candidates")
-    dlq = TopicReader(bootstrap, "clicks-dlq")
+    candidates = TopicReader(bootstrap, topology.CANDIDATES.name)
+    dlq = TopicReader(bootstrap, topology.CLICKS_DLQ.name)
     try:
         wait_until(lambda: set(truth) <= {decode_key(r.key) for r in candidates.poll()}, 120, workers)
         with_candidates = set(truth) & {decode_key(r.key) for r in candidates.records}
@@ -184,15 +185,15 @@ def test_broker_reports_the_log_end_offset(tmp_path: Path) -> None:
     with broker_with_topics(tmp_path / "broker.log", 1) as broker:
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=500)
         try:
-            producer.send("clicks", key=b"u", value=b"first", partition=0).get(30)
+            producer.send(topology.CLICKS.name, key=b"u", value=b"first", partition=0).get(30)
             for n in range(4):  # one batch of 4 records (linger), base offset 1
-                producer.send("clicks", key=b"u", value=b"%d" % n, partition=0)
+                producer.send(topology.CLICKS.name, key=b"u", value=b"%d" % n, partition=0)
             producer.flush()
         finally:
             producer.close()
         consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None)
         try:
-            tp = TopicPartition("clicks", 0)
+            tp = TopicPartition(topology.CLICKS.name, 0)
             assert consumer.end_offsets([tp])[tp] == 5
         finally:
             consumer.close()
