@@ -49,10 +49,13 @@ def _number(obj: dict[str, Any], name: str, optional: bool = False) -> float | N
     value = obj.get(name)
     if value is None and optional:
         return None
-    # bool is an int subclass in Python; `true` is not a timestamp
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    try:  # bool is an int subclass in Python, but `true` is not a number; float() overflows on a huge integer
+        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
         raise MessageError(f"{name} missing or not a finite number >= 0")
-    return float(value)
+    return number
 
 
 def _dumps(value: dict[str, Any]) -> bytes:
@@ -89,7 +92,7 @@ class UserInterests:
         obj = _object(raw)
         try:
             vectors = np.asarray(obj.get("interests"), dtype=np.float32)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:
             raise MessageError(f"interests: {e}") from None
         if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0 or not np.isfinite(vectors).all():
             raise MessageError(f"interests must be a non-empty K' x d matrix of finite numbers, got {vectors.shape}")
@@ -210,10 +213,7 @@ class Announcement:
         # the version names a directory under the models dir: no path tricks
         if "/" in version or "\\" in version or version.startswith("."):
             raise MessageError(f"invalid version {version!r}")
-        created = obj.get("created_ts")
-        if isinstance(created, bool) or not isinstance(created, int | float) or not math.isfinite(created):
-            raise MessageError("created_ts missing or not a finite number")
-        return cls(version, _text(obj, "uri"), _text(obj, "manifest_sha256"), float(created))
+        return cls(version, _text(obj, "uri"), _text(obj, "manifest_sha256"), _number(obj, "created_ts"))
 
     def release_dir(self, models_dir: str | Path | None) -> Path:
         """Where to load the release from: `uri` when it is a directory here; otherwise models_dir/<version>
@@ -248,10 +248,7 @@ class CatalogItem:
     def from_json(cls, raw: bytes | None) -> CatalogItem:
         obj = _object(raw)
         category = None if obj.get("category") is None else _text(obj, "category", MAX_ID_CHARS)
-        ts = obj.get("ts")
-        if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts)):
-            raise MessageError("ts must be a finite number")
-        return cls(_text(obj, "item_id", MAX_ID_CHARS), category, None if ts is None else float(ts))
+        return cls(_text(obj, "item_id", MAX_ID_CHARS), category, _number(obj, "ts", optional=True))
 
 
 # ------------------------------------------------------------------------------------------ refresh-requests

@@ -18,6 +18,7 @@ from stream.messages import (
     UserInterests,
 )
 
+HUGE = b"1" + b"0" * 400  # a JSON integer beyond float range
 CANDIDATES = Candidates("u1", "v1", [{"item_id": "i9", "score": 0.7, "interest": 1}], 2.0, 2.5)
 EXAMPLES = [CANDIDATES, Candidates("u1", "v1", [], None, 2.5, refresh=True),
             DeadLetter("not_json", "Expecting value", b"\x00{oops", 3.0), Announcement("v1", "/m/v1", "a" * 64, 1.0),
@@ -48,6 +49,10 @@ def test_user_interests_round_trip_keeps_the_vectors() -> None:
     (Announcement, b'{"version": "../etc", "uri": "/m", "manifest_sha256": "a", "created_ts": 1}'),
     (Announcement, b'{"version": "v1", "uri": "/m", "manifest_sha256": "a", "created_ts": true}'),
     (CatalogItem, b'{"category": "c"}'),
+    (CatalogItem, b'{"item_id": "i", "ts": 1e999}'),
+    (RefreshRequest, b'{"requested_ts": ' + HUGE + b"}"),
+    (UserInterests, b'{"user_id": "u", "model_version": "v", "interests": [[' + HUGE + b']], "seq_len": 1,'
+                    b' "event_ts": 1, "computed_ts": 1}'),
     (RefreshRequest, b"[]"),
     (UserInterests, None),
 ])
