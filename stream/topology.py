@@ -4,12 +4,14 @@ topic is Faust's `<app id>-<table>-changelog` (the app id of stream/worker/app.p
 The value types are in stream/messages.py (clicks: stream/events.py); the wire formats in docs/schemas/.
 
     clicks ──► interests agent ──► user-interests ──► recall agent ──► candidates
-      │              │  └── behaviors table                 └── latest-candidates table
-      │              ├── bad click ──► clicks-dlq
-      │              └── first click of a new item with its category ──► items
-    refresh-requests ──► refresh agent ──► user-interests        (`mindstream refresh`)
-    model-releases ──► every worker's hot swap                  (`mindstream retrain` / `rollback`)
-    items ──► every worker's catalog                            (`mindstream produce --items`)
+      │          │   │   (--role all: to recall in memory)      └── latest-candidates table
+      │          │   ├── behaviors table
+      │          │   ├── bad click ──► clicks-dlq
+      │          │   └── first click of a new item with its category ──► items
+      └──► online hit-rate agent (reads latest-candidates)
+    refresh-requests ──► refresh agent (reads behaviors) ──► user-interests   (`mindstream refresh`)
+    model-releases ──► every worker's hot swap              (`mindstream retrain` / `rollback`)
+    items ──► every worker's catalog                        (`mindstream produce --items`, the interests agent)
 
 Every name is spelled here only; tests/test_topology.py fails on a copy anywhere else.
 """
@@ -36,7 +38,7 @@ class Topic:
     key: str  # what the record key holds (UTF-8)
     value: type  # the value's type; its from_json judges a record (clicks: stream.events.parse_click)
     compacted: bool = False  # only the latest record per key counts
-    single_partition: bool = False  # totally ordered; otherwise the worker's partition count, keyed like clicks
+    partitions: int | None = None  # None: the worker's partition count (`--partitions`)
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ USER_INTERESTS = Topic("user-interests", key="user id", value=UserInterests)
 CANDIDATES = Topic("candidates", key="user id", value=Candidates)
 CLICKS_DLQ = Topic("clicks-dlq", key="the click's key", value=DeadLetter)
 REFRESH_REQUESTS = Topic("refresh-requests", key="user id", value=RefreshRequest)
-MODEL_RELEASES = Topic("model-releases", key="current", value=Announcement, single_partition=True)
+MODEL_RELEASES = Topic("model-releases", key="current", value=Announcement, partitions=1)  # totally ordered
 ITEMS = Topic("items", key="item id", value=CatalogItem, compacted=True)
 
 # the user's behavior sequence, written by the interests agent only (interest role, or all)

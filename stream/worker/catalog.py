@@ -104,7 +104,7 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry, poll_
 
     topic_name = settings.topic(ITEMS.name)
     topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
-                      compacting=True)
+                      compacting=ITEMS.compacted)
 
     @app.task
     async def follow_items() -> None:

@@ -100,7 +100,7 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry, poll_
 
     topic_name = settings.topic(MODEL_RELEASES.name)
     # declared so the topic exists (one partition: announcements are totally ordered) before it is read
-    topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw", partitions=1)
+    topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw", partitions=MODEL_RELEASES.partitions)
     models_dir = settings.models_dir or None
 
     @app.task
