@@ -6,7 +6,20 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?=
 
-.PHONY: venv demo test lint eval bench clean help
+# Inputs of the targets below, each settable on the command line (`make eval EVAL_FLAGS="--jobs 3"`).
+# EVAL_DATA: the datasets `make eval` compares on; EVAL_FLAGS: more `mindstream eval` flags (--methods,
+# --seeds, --jobs, --set FIELD=VALUE). TRAIN_DATA: the dataset `make train` trains on; TRAIN_FLAGS: more
+# `mindstream train` flags (--epochs, --version, ...). BENCH_FLAGS, HOTSWAP_FLAGS, SOAK_FLAGS: flags of
+# `python -m bench.stream`, `bench.hotswap` and `bench.soak` (e.g. BENCH_FLAGS="--repeats 1").
+EVAL_DATA     ?= ../shared/data/amazon-beauty/Beauty.txt ../shared/data/ml-100k
+EVAL_FLAGS    ?=
+TRAIN_DATA    ?= ../shared/data/ml-100k
+TRAIN_FLAGS   ?=
+BENCH_FLAGS   ?=
+HOTSWAP_FLAGS ?=
+SOAK_FLAGS    ?=
+
+.PHONY: help venv demo test lint eval train bench clean soak
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,18 +43,11 @@ test: $(STAMP)  ## lint and run the whole test suite
 lint: $(STAMP)  ## ruff only
 	$(BIN)/ruff check .
 
-EVAL_DATA ?= ../shared/data/amazon-beauty/Beauty.txt ../shared/data/ml-100k
-
 eval: $(STAMP)  ## offline comparison of all methods on EVAL_DATA -> docs/results/offline_eval.{md,json,png}
 	nice -n 10 $(BIN)/mindstream eval $(foreach d,$(EVAL_DATA),--data $(d)) --set sampler=full --quiet $(EVAL_FLAGS)
 
-TRAIN_DATA ?= ../shared/data/ml-100k
-
-.PHONY: train
 train: $(STAMP)  ## train MIND on TRAIN_DATA, write a release under models/ and point models/CURRENT at it
 	$(BIN)/mindstream train --data $(TRAIN_DATA) --out models $(TRAIN_FLAGS)
-
-BENCH_FLAGS ?=
 
 bench: $(STAMP)  ## user-tower, streaming, hot-swap and new-item benchmarks -> docs/benchmarks/{user_tower,stream,hotswap,new_items}.{md,json}
 	$(BIN)/python -m bench.user_tower
@@ -52,8 +58,5 @@ bench: $(STAMP)  ## user-tower, streaming, hot-swap and new-item benchmarks -> d
 clean:  ## remove the virtual environment and build outputs
 	rm -rf $(VENV) build *.egg-info
 
-SOAK_FLAGS ?=
-
-.PHONY: soak
 soak: $(STAMP)  ## soak test: 10 min at 50 clicks/s on one worker -> docs/soak.png, figures in docs/reliability.md (SOAK_FLAGS="--duration-s 120")
 	$(BIN)/python -m bench.soak $(SOAK_FLAGS)

@@ -2,7 +2,7 @@
 
     python -m bench.hotswap [--items 1000000] [--rate 50] [--duration-s 150] [--announce-at-s 60]   (make bench)
 
-Configuration (the defaults are the issue's acceptance run):
+Configuration (the defaults are the run reported in docs/benchmarks/hotswap.md):
 * releases: two synthetic releases over the same `--items` catalog (bench/synthetic_release.py; seeds 0 and 1,
   so v2's vectors differ from v1's), side by side under runs/bench/hotswap/models-<items>; v1 is CURRENT when
   the worker starts, v2 is the one announced;

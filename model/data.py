@@ -1,4 +1,4 @@
-"""Datasets, the vocabulary and the leave-one-out split of ../shared/data/README.md.
+"""Datasets, the vocabulary and the leave-one-out split of docs/evaluation.md.
 
 Three input formats are detected from the path:
 
@@ -171,7 +171,7 @@ def _left_pad(rows: list[list[int]], width: int | None = None) -> np.ndarray:
 
 
 def leave_one_out(interactions: Interactions, vocab: Vocab, max_len: int) -> Split:
-    """Split per ../shared/data/README.md: per user (time order) the last item is the test target,
+    """Split per docs/evaluation.md: per user (time order) the last item is the test target,
     the second-to-last the validation target, the rest is training data. Training samples are every
     prefix of the training part (history = the most recent `max_len` items before t, target = item t).
     Users with fewer than 3 interactions are not evaluated; all their items train."""

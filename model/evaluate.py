@@ -33,6 +33,7 @@ from model.baselines import ItemCF, MostPop
 from model.data import Split, Vocab, leave_one_out, load_dataset
 from model.metrics import evaluate_scorer
 from model.mind import MINDConfig, Tower, interest_similarity
+from model.settings import add_flags, from_args
 from model.train import TrainConfig, build_model, evaluate, fit, resolve_device, scorer
 
 METHODS = ("mostpop", "itemcf", "youtube_dnn", "mind_1", "mind_k", "comirec_sa")
@@ -221,7 +222,7 @@ def write_markdown(path: Path, results: dict, meta: dict) -> None:
     lines = [
         "# Offline evaluation",
         "",
-        "Protocol: ../shared/data/README.md (leave-one-out; the target ranked against all items with the "
+        "Protocol: docs/evaluation.md (leave-one-out; the target ranked against all items with the "
         "user's history removed; the model chosen on validation HR@50; test figures reported). "
         "Neural methods: mean ± std over the seeds; baselines are deterministic.",
         "",
@@ -275,7 +276,7 @@ def write_freshness(out: Path, results: dict, meta: dict) -> None:
         "# The value of freshness",
         "",
         "What a batch job serving yesterday's interests loses: the default MIND-K is trained once per dataset "
-        "(protocol of ../shared/data/README.md, model chosen on validation HR@50), then each test user's "
+        "(protocol of docs/evaluation.md, model chosen on validation HR@50), then each test user's "
         "interests are computed from the history as it stood m behaviors before the test target. The same "
         "users at every m (those with more than 10 behaviors before the target); the whole history is still "
         "removed from the ranking. m = 0 is what the streaming worker serves.",
@@ -349,15 +350,14 @@ def write_plot(path: Path, results: dict) -> bool:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Compare mostpop, itemcf, youtube_dnn, mind_1, mind_k and comirec_sa on one or more datasets under the "
-        "protocol of ../shared/data/README.md; writes offline_eval.json, offline_eval.md and offline_eval.png to --out."
+        "protocol of docs/evaluation.md; writes offline_eval.json, offline_eval.md and offline_eval.png to --out."
     )
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.add_argument("--data", action="append", required=True, help="dataset path (repeatable)")
     parser.add_argument("--out", default=str(OUT_DIR), help="directory for the reports")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--seeds", type=int, default=SEEDS, help="seeds per neural method")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="maximum epochs (early stopping)")
+    add_flags(parser, TrainConfig, ["device", "epochs"], use_env=False)  # an evaluation's flags only
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a MINDConfig field for every neural method, e.g. --set K=8 (repeatable)")
     parser.add_argument("--jobs", type=int, default=1,
@@ -380,7 +380,7 @@ def run(args: argparse.Namespace) -> int:
         base = replace(MINDConfig(), **parse_overrides(args.set))
     except ValueError as e:  # a bad --set
         raise CommandError(str(e)) from e
-    train_cfg = TrainConfig(epochs=args.epochs, device=args.device, progress=not args.quiet)
+    train_cfg = from_args(TrainConfig, args, progress=not args.quiet)
     seeds = [train_cfg.seed + i for i in range(args.seeds)]
     device = resolve_device(args.device)
     t0 = time.perf_counter()

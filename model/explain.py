@@ -10,13 +10,14 @@ the interests; interests beyond the user's K'u are dropped.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 
 from model.data import DataError, load_dataset
 from model.release import Release, current_release_dir, load_release
+from model.settings import add_flags
+from stream.config import Settings
 
 
 def user_coupling(
@@ -83,23 +84,14 @@ def plot_coupling(
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--release",
-        default=os.environ.get("MINDSTREAM_RELEASE"),
-        help="release directory [MINDSTREAM_RELEASE]; default: the one models/CURRENT names",
-    )
-    parser.add_argument(
-        "--models",
-        default=os.environ.get("MINDSTREAM_MODELS_DIR", "models"),
-        help="release root holding CURRENT, used without --release [MINDSTREAM_MODELS_DIR]",
-    )
+    add_flags(parser, Settings, ["release", "models_dir"], renamed={"models_dir": "--models"})
     parser.add_argument("--data", required=True, help="dataset with the user's behaviors (any supported format)")
     parser.add_argument("--user", required=True, help="external user id")
     parser.add_argument("--out", default="coupling.png", help="PNG to write")
 
 
 def run(args: argparse.Namespace) -> int:
-    release = load_release(args.release or current_release_dir(args.models))
+    release = load_release(args.release or current_release_dir(args.models_dir))
     data = load_dataset(args.data)
     if args.user not in data.sequences:
         raise DataError(f"{args.data}: no user {args.user!r}")

@@ -1,4 +1,4 @@
-"""HitRate@N and NDCG@N under the protocol of ../shared/data/README.md.
+"""HitRate@N and NDCG@N under the protocol of docs/evaluation.md.
 
 The target is ranked against ALL items; the items already in the user's history are removed from
 the ranking (the target itself is never removed), and so is the padding index 0. The rank is the

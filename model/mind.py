@@ -25,36 +25,52 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model.settings import setting
+
 SAMPLERS = ("uniform", "log_uniform", "popularity", "full")
 OBJECTIVES = ("label_aware", "max", "logsumexp")
 NEG = -1e9  # a finite "minus infinity": softmax of it is exactly 0, and ONNX/onnxruntime never see inf - inf
 
 
+def widths(text: str) -> tuple[int, ...]:
+    """"256,128" -> (256, 128): the H-layer's widths as a flag or environment variable gives them."""
+    return tuple(int(w) for w in text.split(",") if w.strip())
+
+
 @dataclass
 class MINDConfig:
-    d: int = 64  # embedding / interest capsule dimension
-    K: int = 4  # maximum number of interests
-    r: int = 3  # dynamic routing iterations
-    sigma: float = 1.0  # std of the Gaussian routing-logit initialisation b_ij ~ N(0, sigma^2)
-    p: float = math.inf  # label-aware attention power; inf = hard attention (the paper's best setting)
-    max_len: int = 50  # most recent behaviors fed to the tower
-    n_neg: int = 100  # sampled-softmax negatives per batch
-    sampler: str = "log_uniform"  # uniform | log_uniform (Zipf over popularity rank) | popularity | full
-    hidden: tuple[int, ...] = (256,)  # H-layer ReLU widths; a linear projection back to d follows
-    profile_dim: int = 16  # embedding size of each user profile field
-    dynamic_k: bool = True  # K'u = max(1, min(K, floor(log2 |Iu|))); False: always K interests
+    """The model's settings; each is also a flag of `mindstream train` and the variable MINDSTREAM_<FLAG>."""
+
+    d: int = setting(64, "embedding and interest capsule dimension")
+    K: int = setting(4, "maximum number of interests")
+    r: int = setting(3, "dynamic routing iterations")
+    sigma: float = setting(1.0, "std of the Gaussian routing-logit initialisation b_ij ~ N(0, sigma^2)")
+    p: float = setting(math.inf, "label-aware attention power; inf = hard attention (the paper's best setting)")
+    max_len: int = setting(50, "most recent behaviors per user fed to the tower")
+    n_neg: int = setting(100, "sampled-softmax negatives per batch")
+    sampler: str = setting("log_uniform", "negative sampling: uniform, log_uniform (Zipf over popularity rank), "
+                           "popularity or full (full softmax, small catalogs)", choices=SAMPLERS)
+    hidden: tuple[int, ...] = setting((256,), "H-layer ReLU widths, comma separated; a linear projection back to d "
+                                      "follows", parse=widths)
+    profile_dim: int = setting(16, "embedding size of each user profile field")
+    # K'u interests per user; False (the flag --static-k): always K
+    dynamic_k: bool = setting(True, "always K interests instead of K'u = max(1, min(K, floor(log2 |Iu|)))",
+                              flag="--static-k")
     routing_seed: int = 0  # seed of the fixed b_ij draw used at serving time (see B2IRouting)
-    hard_neg_beta: float = 0.0  # REMI interest-aware hard negatives: weight negatives by exp(beta * score); 0 = off
-    routing_reg: float = 0.0  # REMI routing regularisation lambda; 0 = off
-    id_dropout: float = 0.0  # DropoutNet: share of items whose id embedding is dropped per training step; 0 = off
-    dropout: float = 0.0
-    # label_aware: the paper's label-aware attention picks the user vector the item is scored with;
-    # max: every item (target and negatives) scored by max_k e_i . v_u^k, the score serving ranks by;
-    # logsumexp: the smooth bound tau * logsumexp_k(e_i . v_u^k / tau) of that max
-    objective: str = "label_aware"
-    tau: float = 0.1  # temperature of objective="logsumexp"
-    repel: float = 0.0  # weight of the repel penalty on the mean pairwise cosine of a user's interests; 0 = off
-    whole_history: bool = False  # interest 0 is the routing-free capsule of the whole history (MIND-1's)
+    hard_neg_beta: float = setting(0.0, "REMI interest-aware hard negatives: weight negatives by exp(beta * score); "
+                                   "0 = off")
+    routing_reg: float = setting(0.0, "REMI routing regularisation weight lambda; 0 = off")
+    id_dropout: float = setting(0.0, "DropoutNet: share of items whose id embedding is dropped per training step; "
+                                "0 = off")
+    dropout: float = setting(0.0, "dropout in the H-layer")
+    # max scores by max_k e_i . v_u^k, what serving ranks by; logsumexp by tau * logsumexp_k(e_i . v_u^k / tau)
+    objective: str = setting("label_aware", "label_aware = the paper's label-aware attention picks the user vector "
+                             "the item is scored with; max = every item (target and negatives) scored by the max "
+                             "over interests, as serving does; logsumexp = its smooth bound", choices=OBJECTIVES)
+    tau: float = setting(0.1, "temperature of --objective logsumexp")
+    repel: float = setting(0.0, "weight of the repel penalty on the mean pairwise cosine of a user's interests; "
+                           "0 = off")
+    whole_history: bool = setting(False, "interest 0 is the routing-free capsule of the whole history (MIND-1's)")
     extra: dict = field(default_factory=dict)  # free-form notes carried into the release manifest
 
     def to_dict(self) -> dict:

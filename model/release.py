@@ -78,7 +78,7 @@ def export_onnx(model: Tower, path: Path) -> None:
     # the wrapper must be in eval mode too: the exporter restores the wrapper's mode recursively afterwards
     wrapper = _Export(model).eval()
     with warnings.catch_warnings():
-        # the TorchScript exporter (dynamo=False) is deliberate: ENVIRONMENT.md measured it on this routing loop
+        # the TorchScript exporter (dynamo=False) is deliberate: docs/platform.md#onnx-export
         warnings.simplefilter("ignore", DeprecationWarning)
         with torch.no_grad():
             behaviors = model.embedding(items)

@@ -4,7 +4,7 @@
 
 The defaults below are meant to generalise across datasets rather than fit one file; every one can
 be overridden by a flag or a MINDSTREAM_* environment variable (see `mindstream train --help`).
-Selection follows ../shared/data/README.md: early stopping and the kept weights are chosen on
+Selection follows docs/evaluation.md: early stopping and the kept weights are chosen on
 validation HitRate@50, the offline figures written into the release are test figures.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,35 +23,42 @@ import torch
 from model.comirec import ComiRecSA
 from model.data import Split, Vocab, item_popularity, leave_one_out, load_dataset
 from model.metrics import ScoreFn, evaluate_split
-from model.mind import MIND, OBJECTIVES, SAMPLERS, MINDConfig, Tower, YouTubeDNN
+from model.mind import MIND, MINDConfig, Tower, YouTubeDNN
 from model.progress import Progress
+from model.settings import add_flags, from_args, setting
+from stream.config import Settings
 
 # ----------------------------------------------------------------------------- configuration
-# training loop
-EPOCHS = 30  # upper bound; early stopping usually ends sooner
-BATCH_SIZE = 256
-LR = 1e-3  # Adam
-WEIGHT_DECAY = 0.0
-PATIENCE = 3  # epochs without a better validation HR@50 before stopping
-SEED = 42
-DEVICE = "auto"  # auto = CUDA when torch finds it, else CPU
-THREADS = 0  # CPU threads for torch; 0 = torch's default (all cores). 1 is faster on a busy shared machine
-# the model (MINDConfig holds the rest and their meaning)
-MODEL = "mind"  # mind | youtube_dnn
-# -----------------------------------------------------------------------------
+# Each setting is a flag of `mindstream train` and its variable MINDSTREAM_<FLAG> (model/settings.py); the
+# model's own settings are MINDConfig's (model/mind.py).
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = EPOCHS
-    batch_size: int = BATCH_SIZE
-    lr: float = LR
-    weight_decay: float = WEIGHT_DECAY
-    patience: int = PATIENCE
-    seed: int = SEED
-    device: str = DEVICE
-    threads: int = THREADS
-    progress: bool = True  # a line per epoch (loss, validation HR@50); on a terminal, a bar too
+    epochs: int = setting(30, "maximum epochs; early stopping usually ends sooner")
+    batch_size: int = setting(256, "batch size")
+    lr: float = setting(1e-3, "Adam learning rate")
+    weight_decay: float = setting(0.0, "Adam weight decay")
+    patience: int = setting(3, "early-stopping patience: epochs without a better validation HR@50")
+    seed: int = setting(42, "random seed")
+    device: str = setting("auto", "auto (CUDA when torch finds it, else CPU), cpu or cuda")
+    threads: int = setting(0, "torch CPU threads; 0 = torch's default (all cores), 1 is faster on a busy machine")
+    # a line per epoch (loss, validation HR@50); on a terminal, a bar too
+    progress: bool = setting(True, "no progress bar", flag="--quiet", env=None)
+
+
+MODEL = "mind"  # the tower train_release trains by default
+
+
+@dataclass
+class TrainJob:
+    """What `mindstream train` trains on and under what name (the release root, --out, is the worker's
+    --models-dir setting)."""
+
+    data: str = setting("", "dataset path", required=True)
+    model: str = setting(MODEL, "the tower to train", choices=("mind", "youtube_dnn"))
+    version: str = setting("", "release version; empty = the UTC time plus a random suffix", env=None)
+# -----------------------------------------------------------------------------
 
 
 @dataclass
@@ -222,108 +228,24 @@ def train_release(
 
 # ----------------------------------------------------------------------------- command line
 
-# field of MINDConfig / TrainConfig -> (type, help): one flag each, whose default comes from
-# MINDSTREAM_<FIELD upper> if set, else from the config class.
-_MODEL_FLAGS = {
-    "d": (int, "embedding and interest dimension"),
-    "K": (int, "maximum number of interests"),
-    "r": (int, "dynamic routing iterations"),
-    "sigma": (float, "std of the routing logit initialisation"),
-    "p": (float, "label-aware attention power (inf = hard attention)"),
-    "max_len": (int, "most recent behaviors per user"),
-    "n_neg": (int, "sampled-softmax negatives per batch"),
-    "sampler": (str, "negative sampling; full = full softmax (small catalogs)"),
-    "profile_dim": (int, "embedding size per profile field"),
-    "hard_neg_beta": (float, "REMI interest-aware hard negatives, 0 = off"),
-    "routing_reg": (float, "REMI routing regularisation weight, 0 = off"),
-    "id_dropout": (float, "DropoutNet: share of items whose id embedding is dropped per training step, 0 = off"),
-    "dropout": (float, "dropout in the H-layer"),
-    "objective": (str, "label_aware = the paper's label-aware attention; max = every item scored by the max over "
-                  "interests, as serving does; logsumexp = its smooth bound"),
-    "tau": (float, "temperature of --objective logsumexp"),
-    "repel": (float, "weight of the repel penalty on the mean pairwise cosine of a user's interests, 0 = off"),
-}
-_CHOICES = {"sampler": SAMPLERS, "objective": OBJECTIVES}
-_TRAIN_FLAGS = {
-    "epochs": (int, "maximum epochs"),
-    "batch_size": (int, "batch size"),
-    "lr": (float, "Adam learning rate"),
-    "weight_decay": (float, "Adam weight decay"),
-    "patience": (int, "early-stopping patience in epochs (validation HR@50)"),
-    "seed": (int, "random seed"),
-    "device": (str, "auto | cpu | cuda"),
-    "threads": (int, "torch CPU threads, 0 = torch default"),
-}
-
-
-def _env(name: str, default, typ):
-    raw = os.environ.get(f"MINDSTREAM_{name.upper()}")
-    try:
-        return default if raw is None else typ(raw)
-    except ValueError:
-        raise ValueError(f"MINDSTREAM_{name.upper()}={raw!r} is not {typ.__name__}") from None
-
-
-def _add_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[type, str]], defaults: object) -> None:
-    """One flag per field of `flags`, its default from MINDSTREAM_<FIELD> or else the field of `defaults`."""
-    for name, (typ, help_) in flags.items():
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            type=typ,
-            default=_env(name, getattr(defaults, name), typ),
-            choices=_CHOICES.get(name),
-            help=f"{help_} [MINDSTREAM_{name.upper()}]",
-        )
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Train MIND on a dataset (Amazon sequence txt, MovieLens atomic directory, clicks CSV/JSONL) and write a "
-        "release under --out. Every flag's default can be set with the environment variable MINDSTREAM_<FLAG> "
-        "(upper case, e.g. MINDSTREAM_EPOCHS=5); the value shown is the one in effect."
+        "release under --out. A flag's default can be set with the environment variable its help names, "
+        "MINDSTREAM_<FLAG> for most (upper case, e.g. MINDSTREAM_EPOCHS=5); the value shown is the one in effect."
     )
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
-    parser.add_argument(
-        "--data",
-        default=os.environ.get("MINDSTREAM_DATA"),
-        required="MINDSTREAM_DATA" not in os.environ,
-        help="dataset path [MINDSTREAM_DATA]",
-    )
-    parser.add_argument("--out", default=_env("models_dir", "models", str), help="release root [MINDSTREAM_MODELS_DIR]")
-    parser.add_argument(
-        "--model", default=_env("model", MODEL, str), choices=["mind", "youtube_dnn"], help="[MINDSTREAM_MODEL]"
-    )
-    parser.add_argument("--version", default=None, help="release version; None = UTC timestamp plus a random suffix")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    mdef = MINDConfig()
-    _add_flags(parser, _MODEL_FLAGS, mdef)
-    parser.add_argument(
-        "--hidden",
-        default=_env("hidden", ",".join(map(str, mdef.hidden)), str),
-        help="H-layer ReLU widths, comma separated [MINDSTREAM_HIDDEN]",
-    )
-    parser.add_argument(
-        "--static-k",
-        action="store_true",
-        default=bool(_env("static_k", 0, int)),
-        help="always K interests instead of K'u = max(1, min(K, floor(log2 |Iu|))) [MINDSTREAM_STATIC_K]",
-    )
-    parser.add_argument(
-        "--whole-history",
-        action="store_true",
-        default=bool(_env("whole_history", 0, int)),
-        help="interest 0 is the routing-free capsule of the whole history (MIND-1's) [MINDSTREAM_WHOLE_HISTORY]",
-    )
-    _add_flags(parser, _TRAIN_FLAGS, TrainConfig())
+    add_flags(parser, TrainJob, ["data"])
+    add_flags(parser, Settings, ["models_dir"], renamed={"models_dir": "--out"})
+    add_flags(parser, TrainJob, ["model", "version"])
+    add_flags(parser, MINDConfig)
+    add_flags(parser, TrainConfig)
 
 
 def run(args: argparse.Namespace) -> int:
-    hidden = tuple(int(h) for h in str(args.hidden).split(",") if h.strip())
-    model_cfg = MINDConfig(**{k: getattr(args, k) for k in _MODEL_FLAGS}, hidden=hidden, dynamic_k=not args.static_k,
-                           whole_history=args.whole_history)
-    train_cfg = TrainConfig(**{k: getattr(args, k) for k in _TRAIN_FLAGS}, progress=not args.quiet)
-    path = train_release(args.data, args.out, model_cfg, train_cfg, model_kind=args.model, version=args.version)
+    job = from_args(TrainJob, args)
+    path = train_release(job.data, args.models_dir, from_args(MINDConfig, args), from_args(TrainConfig, args),
+                         model_kind=job.model, version=job.version or None)
     manifest = json.loads((path / "manifest.json").read_text())
     print(f"release {manifest['version']} written to {path}")
     print(json.dumps(manifest["metrics"], indent=2))

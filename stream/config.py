@@ -1,79 +1,66 @@
-"""Worker settings. Every setting has an environment variable and a documented default; `mindstream worker`
-turns each into a flag whose default is read from that variable, so flags win over the environment."""
+"""Settings of the worker and of its tables' stores. Each is declared once, with `setting()` (model/settings.py):
+its default, its help and the environment variable that overrides the default; `mindstream worker`'s flags, their
+`--help`, `Settings.from_env` and the README's worker table are derived from that declaration."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from model.settings import env_name, env_values, setting, settings_of
 
 ROLES = ("all", "interest", "recall")
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
-
-
 @dataclass(frozen=True)
 class Settings:
-    # Kafka bootstrap servers, host:port[,host:port]
-    bootstrap: str = "127.0.0.1:9092"
-    # directory of model releases with a CURRENT file (models/<version>/, models/CURRENT)
-    models_dir: str = "models"
-    # one release directory to serve instead of models/CURRENT (empty: use CURRENT)
-    release: str = ""
-    # prepended to every topic name, and to the Faust app id, so deployments can share a cluster
-    topic_prefix: str = ""
-    app_id: str = "mindstream"
-    # RocksDB table files live here (one subdirectory per app id); the Kafka changelog is the backup
-    state_dir: str = "state"
-    # Faust's web server: /metrics (and the monitoring endpoints)
-    web_bind: str = "127.0.0.1"
-    web_port: int = 6066
-    # partitions of the topics the worker declares; keys are user ids, so this bounds the scale-out
-    partitions: int = 12
-    role: str = "all"
-    # candidates kept per user
-    top_n: int = 100
-    # users whose clicks arrive within the window share one ONNX run (bounds the added latency)
-    batch_max: int = 64
-    batch_window_ms: float = 5.0
-    # behavior sequence bound; 0 = the release's max_len. A larger bound keeps history for later models.
-    max_len: int = 0
-    # recent event ids remembered per user for de-duplication
-    dedup_size: int = 256
-    # larger click payloads are dead-lettered unread
-    max_event_bytes: int = 16384
-    # 0 = Faust's default (16 KiB). 1 = one record per produce request. Table recovery does not depend on it:
-    # stream/worker/faust_patches.py reads each changelog to its real end, whatever the broker reports.
-    producer_max_batch_bytes: int = 0
-    # how long the producer waits to fill a batch (every record a click causes: changelog, interests, candidates);
-    # fewer, larger produce requests cost less CPU at high rates and add at most this to the candidates' delivery
-    producer_linger_ms: float = 0.0
-    # how long the broker may hold a fetch waiting for data. Apache Kafka answers as soon as data arrives, so
-    # this costs nothing there. Tansu holds every fetch about this long (Faust's fixed 1500 ms added seconds per
-    # hop), but 5 ms made the worker fetch so often that Tansu's cost per fetch, which grows with the data it
-    # holds, stalled the worker after ~20k clicks (docs/reliability.md §5); 50 ms does not.
-    fetch_max_wait_ms: int = 50
-    # new items (not in the served release, indexed live with their category vector) per model version; past it
-    # the oldest go (model/new_items.py)
-    max_new_items: int = 100_000
-    log_level: str = "info"
+    """`mindstream worker`'s settings: each is a flag, and the environment variable MINDSTREAM_<FLAG>."""
+
+    bootstrap: str = setting("127.0.0.1:9092", "Kafka bootstrap servers host:port[,host:port]", env="KAFKA_BOOTSTRAP")
+    # models/<version>/ and models/CURRENT
+    models_dir: str = setting("models", "model releases directory holding CURRENT", aliases=("--models",))
+    release: str = setting("", "this release directory instead of the one CURRENT names")
+    # deployments can share a cluster
+    topic_prefix: str = setting("", "prefix of every topic name and of the Faust app id")
+    app_id: str = setting("mindstream", "Faust app id (consumer group, changelog topic prefix)")
+    # one subdirectory per app id; the Kafka changelog is the backup
+    state_dir: str = setting("state", "directory of the RocksDB table files")
+    # Faust's web server: /metrics and the monitoring endpoints
+    web_bind: str = setting("127.0.0.1", "address of the HTTP server (/metrics)")
+    web_port: int = setting(6066, "port of the HTTP server (/metrics)")
+    # keys are user ids, so this bounds the scale-out
+    partitions: int = setting(12, "partitions of the topics the worker creates")
+    role: str = setting("all", "agents to run: all, interest (clicks -> user-interests) or recall (user-interests "
+                        "-> candidates)", choices=ROLES)
+    top_n: int = setting(100, "candidates per user")
+    # users whose clicks arrive within the window share one ONNX run
+    batch_max: int = setting(64, "most clicks per user-tower batch")
+    batch_window_ms: float = setting(5.0, "longest wait, in ms, for a batch to fill (bounds the added latency)")
+    # a larger bound keeps history for later models
+    max_len: int = setting(0, "behavior sequence bound; 0 = the release's max_len (a larger value keeps more "
+                           "history)")
+    dedup_size: int = setting(256, "recent event ids remembered per user for de-duplication")
+    max_event_bytes: int = setting(16384, "larger click records are dead-lettered unread")
+    # 1 = one record per produce request. Table recovery does not depend on it: stream/worker/faust_patches.py
+    # reads each changelog to its real end, whatever the broker reports.
+    producer_max_batch_bytes: int = setting(0, "producer batch size in bytes, 0 = Faust's default (16384)")
+    # every record a click causes (changelog, interests, candidates) is produced; fewer, larger produce requests
+    # cost less CPU at high rates and add at most this to the candidates' delivery
+    producer_linger_ms: float = setting(0.0, "longest wait, in ms, for a produce batch to fill")
+    # Apache Kafka answers a fetch as soon as data arrives, so this costs nothing there. Tansu holds every fetch
+    # about this long (Faust's fixed 1500 ms added seconds per hop), but 5 ms made the worker fetch so often that
+    # Tansu's cost per fetch, which grows with the data it holds, stalled the worker after ~20k clicks
+    # (docs/reliability.md §5); 50 ms does not.
+    fetch_max_wait_ms: int = setting(50, "longest time, in ms, the broker may hold a fetch for more data (Faust's "
+                                     "fixed 1500 adds up to 1.5 s per hop on a quiet partition)")
+    # model/new_items.py
+    max_new_items: int = setting(100_000, "most new items (not in the served release, indexed live by category) "
+                                 "per model version; past it the oldest go")
+    log_level: str = setting("info", "log level (debug, info, warning, error)")
 
     @classmethod
     def from_env(cls) -> Settings:
         """Settings from MINDSTREAM_* variables (and KAFKA_BOOTSTRAP); unset ones keep the defaults above."""
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            name = ENV_NAMES[f.name]
-            raw = os.environ.get(name)
-            if raw is None or raw == "":
-                continue
-            default = getattr(cls, f.name)
-            try:
-                values[f.name] = type(default)(raw)
-            except ValueError:
-                raise ValueError(f"{name}={raw!r} is not {type(default).__name__}") from None
-        return cls(**values)
+        return cls(**env_values(cls))
 
     def topic(self, base: str) -> str:
         """The deployment's name of a topic of stream/topology.py (`settings.topic(CLICKS.name)`)."""
@@ -97,26 +84,22 @@ class RocksDBSettings:
     worker's RSS grows with its write volume for a long time (docs/reliability.md, soak). The state here is small
     (a bounded sequence per user), so these bounds cost nothing measurable.
 
-    Read from the environment only (MINDSTREAM_ROCKSDB_*), not yet `mindstream worker` flags. Values in MiB.
+    Read from the environment only (MINDSTREAM_ROCKSDB_*), not yet `mindstream worker` flags.
     """
 
-    # memtable size per database before it is flushed to an SST file. 2, not 8: in the soak (4 partitions x 2
-    # tables, 50 clicks/s) an 8 MiB memtable had not filled after 300 s, so RSS grew as with Faust's defaults
-    # (+10.9 % vs +10.4 % at 300 s); with 2 MiB it levelled off (+3.7 %) (docs/reliability.md §5)
-    write_buffer_mib: int = 2
-    # memtables per database (the active one plus those waiting for their flush)
-    max_write_buffers: int = 2
-    # block cache (uncompressed blocks read from SST files) per database
-    block_cache_mib: int = 8
+    # 2, not 8: in the soak (4 partitions x 2 tables, 50 clicks/s) an 8 MiB memtable had not filled after 300 s,
+    # so RSS grew as with Faust's defaults (+10.9 % vs +10.4 % at 300 s); with 2 MiB it levelled off (+3.7 %)
+    # (docs/reliability.md §5)
+    write_buffer_mib: int = setting(2, "memtable size per database, in MiB, before it is flushed to an SST file",
+                                    env="MINDSTREAM_ROCKSDB_WRITE_BUFFER_MIB")
+    max_write_buffers: int = setting(2, "memtables per database (the active one plus those waiting for their "
+                                     "flush)", env="MINDSTREAM_ROCKSDB_MAX_WRITE_BUFFERS")
+    block_cache_mib: int = setting(8, "block cache (uncompressed blocks read from SST files) per database, in MiB",
+                                   env="MINDSTREAM_ROCKSDB_BLOCK_CACHE_MIB")
 
     @classmethod
     def from_env(cls) -> RocksDBSettings:
-        values: dict[str, int] = {}
-        for f in fields(cls):
-            raw = os.environ.get(ROCKSDB_ENV_NAMES[f.name])
-            if raw:
-                values[f.name] = int(raw)
-        settings = cls(**values)
+        settings = cls(**env_values(cls))
         if min(settings.write_buffer_mib, settings.max_write_buffers, settings.block_cache_mib) < 1:
             raise ValueError(f"RocksDB settings must be >= 1: {settings}")
         return settings
@@ -132,32 +115,7 @@ class RocksDBSettings:
         return self.write_buffer_mib * self.max_write_buffers + self.block_cache_mib
 
 
-ROCKSDB_ENV_NAMES: dict[str, str] = {
-    "write_buffer_mib": "MINDSTREAM_ROCKSDB_WRITE_BUFFER_MIB",
-    "max_write_buffers": "MINDSTREAM_ROCKSDB_MAX_WRITE_BUFFERS",
-    "block_cache_mib": "MINDSTREAM_ROCKSDB_BLOCK_CACHE_MIB",
-}
+# field -> environment variable, for the code that sets a worker's environment (tests, demo, benchmarks)
+ROCKSDB_ENV_NAMES: dict[str, str] = {f.name: env_name(f) for f in settings_of(RocksDBSettings)}
+ENV_NAMES: dict[str, str] = {f.name: env_name(f) for f in settings_of(Settings)}
 
-ENV_NAMES: dict[str, str] = {
-    "bootstrap": "KAFKA_BOOTSTRAP",
-    "models_dir": "MINDSTREAM_MODELS_DIR",
-    "release": "MINDSTREAM_RELEASE",
-    "topic_prefix": "MINDSTREAM_TOPIC_PREFIX",
-    "app_id": "MINDSTREAM_APP_ID",
-    "state_dir": "MINDSTREAM_STATE_DIR",
-    "web_bind": "MINDSTREAM_WEB_BIND",
-    "web_port": "MINDSTREAM_WEB_PORT",
-    "partitions": "MINDSTREAM_PARTITIONS",
-    "role": "MINDSTREAM_ROLE",
-    "top_n": "MINDSTREAM_TOP_N",
-    "batch_max": "MINDSTREAM_BATCH_MAX",
-    "batch_window_ms": "MINDSTREAM_BATCH_WINDOW_MS",
-    "max_len": "MINDSTREAM_MAX_LEN",
-    "dedup_size": "MINDSTREAM_DEDUP_SIZE",
-    "max_event_bytes": "MINDSTREAM_MAX_EVENT_BYTES",
-    "producer_max_batch_bytes": "MINDSTREAM_PRODUCER_MAX_BATCH_BYTES",
-    "producer_linger_ms": "MINDSTREAM_PRODUCER_LINGER_MS",
-    "fetch_max_wait_ms": "MINDSTREAM_FETCH_MAX_WAIT_MS",
-    "max_new_items": "MINDSTREAM_MAX_NEW_ITEMS",
-    "log_level": "MINDSTREAM_LOG_LEVEL",
-}

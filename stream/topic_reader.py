@@ -2,10 +2,11 @@
 by every worker (aiokafka, `assign_all`).
 
 Used by the jobs that look at a whole topic (`retrain` reads `clicks`, `refresh` reads the behaviors
-changelog). No group: a group join on Tansu waits max_poll_interval_ms (ENVIRONMENT.md), and nothing is
-committed. Where to stop: the high watermark of the first fetch response, at least the listed end offset.
-Tansu answers ListOffsets(latest) with the base offset of the last batch, not the end (docs/DESIGN.md), so
-the high watermark, which it reports correctly, is the bound; on Apache Kafka the two agree.
+changelog). No group: a group join on Tansu waits max_poll_interval_ms (docs/platform.md#group-joins-are-held),
+and nothing is committed. Where to stop: the high watermark of the first fetch response, at least the listed end
+offset. Tansu answers ListOffsets(latest) with the base offset of the last batch, not the end
+(docs/platform.md#end-offsets-undercount), so the high watermark, which it reports correctly, is the bound; on
+Apache Kafka the two agree.
 """
 
 from __future__ import annotations

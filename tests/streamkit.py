@@ -230,8 +230,10 @@ class TopicReader:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
         self.records: list = []
+        # earliest: should a fetch position ever be out of range (the broker misreports end offsets, see
+        # test_reliability), the reader starts over rather than jumping to the end and missing records
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                      fetch_max_wait_ms=100)
+                                      fetch_max_wait_ms=100, auto_offset_reset="earliest")
         self._assigned = False
 
     def poll(self, timeout_ms: int = 200) -> list:

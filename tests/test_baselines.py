@@ -1,4 +1,4 @@
-"""model/baselines.py: reproduce the reference figures of ../shared/data/README.md on Amazon Beauty."""
+"""model/baselines.py: reproduce the reference figures of docs/evaluation.md on Amazon Beauty."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ def beauty(shared_data):
 
 def test_mostpop_reproduces_reference(beauty):
     m = evaluate_split(MostPop(beauty).score, beauty, "test")
-    # README reference: 0.0120 / 0.0320 / 0.0551
+    # reference (docs/evaluation.md): 0.0120 / 0.0320 / 0.0551
     assert (round(m["HR@10"], 4), round(m["HR@50"], 4), round(m["HR@100"], 4)) == (0.0120, 0.0320, 0.0551)
 
 
 def test_itemcf_reproduces_reference(beauty):
     s = beauty
     m = evaluate_scorer(ItemCF(s).score, s.test_exclude, s.profile, s.test_target, s.test_exclude)
-    # README reference: 0.0570 / 0.1201 / 0.1586. Ties are counted half here, and a third of the targets
+    # reference (docs/evaluation.md): 0.0570 / 0.1201 / 0.1586. Ties are counted half here, and a third of the targets
     # tie with others (mostly at score 0), so a tie-breaking rule alone moves HR@50 by about +-0.0008.
     assert m["HR@10"] == pytest.approx(0.0570, abs=0.001)
     assert m["HR@50"] == pytest.approx(0.1201, abs=0.001)

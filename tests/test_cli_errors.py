@@ -43,8 +43,8 @@ def bad_csv(tmp_path: Path) -> Path:
 
 
 def test_the_failing_commands_of_a_fresh_clone_print_one_line(tmp_path: Path, bad_csv: Path) -> None:
-    """The four commands of issue 14's table (started together: the broker ones wait out the client's bootstrap
-    timeout, 30 s)."""
+    """A missing data file, bad data and an unreachable broker, each one line on stderr (started together: the
+    broker ones wait out the client's bootstrap timeout, 30 s)."""
     runs = {
         "missing data": (start("train", "--data", "/nonexistent", "--out", str(tmp_path / "models")),
                          "train", ["/nonexistent: no such file or directory"]),

@@ -24,7 +24,7 @@ def _click_log(path, n_users=40, n_items=30, length=8, seed=0):
 
 
 def mostpop_by_hand(path, n: int) -> float:
-    """HR@n of MostPop under ../shared/data/README.md's protocol, straight from a user_id,item_id,ts CSV:
+    """HR@n of MostPop under docs/evaluation.md's protocol, straight from a user_id,item_id,ts CSV:
     popularity = occurrences in the training parts (all but each user's last two items); the last item ranks
     against every item not in the user's history, ties counted half."""
     rows = [line.split(",") for line in path.read_text().splitlines()[1:]]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from infra.broker import EmbeddedBroker
@@ -70,8 +71,9 @@ class Scenario:
 
     def worker(self, name: str) -> Worker:
         """A worker with a fresh state directory state-<name>, logging to worker-<name>.log."""
+        # info: a failure below quotes the worker's group joins and recovery steps from this log
         w = Worker(self.bootstrap, self.release, self.tmp / f"state-{name}", self.tmp / f"worker-{name}.log",
-                   PARTITIONS)
+                   PARTITIONS, extra=("--log-level", "info"))
         self.workers.append(w)
         return w
 
@@ -126,7 +128,12 @@ def check_outputs(s: Scenario, log: ProducedLog, workers: list[Worker], label: s
     truth = log.ground_truth(s.max_len)
     got = sequences(table_state(changelog.records))
     lost = sum(sum((Counter(truth[u]) - Counter(got.get(u, []))).values()) for u in truth)
-    assert got == truth, {u: (truth[u], got.get(u)) for u in truth if got.get(u) != truth[u]}
+    if got != truth:
+        # tells a stalled worker from a stalled reader
+        fresh = sequences(table_state(read_for(bootstrap, BEHAVIORS_CHANGELOG, 10)))
+        again = sum(fresh.get(u) != truth[u] for u in truth)
+        raise AssertionError(f"{diagnosis(truth, got, lost, workers)}\n--- a fresh changelog reader: {again} users "
+                             "differ")
     candidates = TopicReader(bootstrap, topology.CANDIDATES.name)
     dlq = TopicReader(bootstrap, topology.CLICKS_DLQ.name)
     try:
@@ -149,6 +156,39 @@ def check_outputs(s: Scenario, log: ProducedLog, workers: list[Worker], label: s
                "lost": lost}
     print(f"\nRELIABILITY {label}: {json.dumps(figures)}")
     return figures
+
+
+def diagnosis(truth: dict[str, list[str]], got: dict[str, list[str]], lost: int, workers: list[Worker]) -> str:
+    """What a reader of a failed run needs first: how far the changelog is from the truth, and what each worker
+    was doing (clicks applied, consumer lag, the last lines of its log other than Faust's tables)."""
+    differ = sorted(u for u in truth if got.get(u) != truth[u])
+    lines = [f"{len(differ)} of {len(truth)} users differ, {lost} clicks missing; e.g. "
+             + "; ".join(f"{u}: {len(got.get(u, []))} of {len(truth[u])}" for u in differ[:5])]
+    for w in workers:
+        try:
+            text = w.metrics()
+            ok = metric_value(text, "mindstream_events_total", 'status="ok"')
+            state = f"clicks applied {ok:.0f}, consumer lag {sum_metric(text, 'mindstream_consumer_lag'):.0f}"
+        except OSError as e:
+            state = f"no metrics ({e})"
+        log = [x for x in w.log_path.read_text(errors="replace").splitlines() if x.startswith(("[", "mindstream"))]
+        lines += [f"--- {w.name}: alive={w.alive()}, {state}; log tail:", *log[-25:]]
+    return "\n".join(lines)
+
+
+def read_for(bootstrap: str, topic: str, seconds: float) -> list:
+    reader = TopicReader(bootstrap, topic)
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            reader.poll()
+        return reader.records
+    finally:
+        reader.close()
+
+
+def sum_metric(text: str, name: str) -> float:
+    return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(name + "{"))
 
 
 def base64_raw(record) -> bytes:
@@ -197,6 +237,37 @@ def test_broker_reports_the_log_end_offset(tmp_path: Path) -> None:
             assert consumer.end_offsets([tp])[tp] == 5
         finally:
             consumer.close()
+
+
+TANSU_NO_DELETE_RECORDS = ("Tansu 0.6.0 (memory storage) closes the connection on DeleteRecords, and ignores "
+                           "retention.ms (python -m bench.broker_bounds): what it holds cannot be bounded")
+
+
+@pytest.mark.xfail(strict=True, raises=(KafkaConnectionError, AssertionError),
+                   reason="LIMIT (broker): " + TANSU_NO_DELETE_RECORDS)
+def test_broker_deletes_records_before_an_offset(tmp_path: Path) -> None:
+    """What would let a long-running deployment on the embedded broker drop records every group has consumed."""
+    import asyncio
+
+    from bench.broker_bounds import fill, offsets
+
+    async def delete_half() -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.admin.records_to_delete import RecordsToDelete
+        from aiokafka.structs import TopicPartition as AioTopicPartition
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_records({AioTopicPartition(topology.CLICKS.name, 0): RecordsToDelete(50)},
+                                       timeout_ms=5000)
+        finally:
+            await admin.close()
+
+    with broker_with_topics(tmp_path / "broker.log", 1) as broker:
+        fill(broker.bootstrap, topology.CLICKS.name, 100)
+        asyncio.run(delete_half())
+        assert offsets(broker.bootstrap, topology.CLICKS.name)[0] == 50
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ def clicks_csv(tmp_path: Path) -> Path:
 
 
 def served_hit_rate(release, data_path: Path, n: int) -> float:
-    """HR@n of the leave-one-out test targets (../shared/data/README.md), computed as serving computes scores:
+    """HR@n of the leave-one-out test targets (docs/evaluation.md), computed as serving computes scores:
     the release's ONNX tower gives K'u interests, an item's score is max_k e_i . v_u^k over item_embeddings.npy;
     the target ranks against every item not in the history, ties counted half."""
     data = load_dataset(data_path)

@@ -2,7 +2,7 @@
 
 Partitions are assigned directly, without a consumer group: nothing is committed, nothing
 else is disturbed, and there is no group join to wait for (on the embedded broker a group
-join takes `max_poll_interval_ms`, see ENVIRONMENT.md). Without `--follow` it reads what the
+join takes `max_poll_interval_ms`, docs/platform.md#group-joins-are-held). Without `--follow` it reads what the
 topic holds when it starts and exits; with `--follow` it keeps printing until Ctrl-C.
 """
 

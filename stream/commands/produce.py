@@ -210,7 +210,8 @@ def pipeline_topics(settings: Settings) -> list[str]:
 def make_producer(bootstrap: str):
     from kafka import KafkaProducer
 
-    # acks=1 and no idempotence: the embedded broker serves no InitProducerId (ENVIRONMENT.md);
+    # acks=1 and no idempotence: the embedded broker serves no InitProducerId
+    # (docs/platform.md#no-transactions-no-idempotent-producer);
     # the worker de-duplicates by event_id. A short linger batches without adding visible latency.
     return KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=2, enable_idempotence=False,
                          retries=5, client_id="mindstream-produce", **kafka_python_kwargs())

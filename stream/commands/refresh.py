@@ -8,10 +8,10 @@ the model now served without waiting for each user's next click (docs/hotswap.md
 The users are those with a sequence in the `behaviors` table, read from its changelog topic
 (`<app id>-behaviors-changelog`, Faust's name; the app id of the `all` and of the `interest` role are both
 looked for) with kafka-python, partitions assigned (no consumer group, nothing committed), from the
-beginning up to the high watermark of the first fetch (Tansu's ListOffsets undercounts, docs/DESIGN.md). A
-user whose last changelog record is a tombstone is left out. One request per user is produced to
-`refresh-requests`, keyed by user id like `clicks`, created with the partition count of `clicks` if missing:
-the request reaches the worker that owns the user's `behaviors` partition.
+beginning up to the high watermark of the first fetch (Tansu's ListOffsets undercounts,
+docs/platform.md#end-offsets-undercount). A user whose last changelog record is a tombstone is left out. One
+request per user is produced to `refresh-requests`, keyed by user id like `clicks`, created with the partition
+count of `clicks` if missing: the request reaches the worker that owns the user's `behaviors` partition.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from model.data import load_dataset
 from model.release import ReleaseError, current_release_dir, load_release, new_version, set_current
+from model.settings import add_flags, from_args, setting
 from stream.commands.announce import announcement_for, publish
 from stream.config import Settings
 from stream.events import Click, InvalidEvent, parse_click
@@ -160,51 +161,38 @@ def retrain(models_dir: str | Path, bootstrap: str, topic_prefix: str = "", days
 # ----------------------------------------------------------------------------- command line
 
 
+@dataclass(frozen=True)
+class RetrainSettings:
+    """What retrain adds to `mindstream train`'s settings."""
+
+    days: float = setting(DAYS, "train on clicks whose ts is within this many days; 0 = all",
+                          env="MINDSTREAM_RETRAIN_DAYS")
+    base: str = setting("", "dataset joined with the exported clicks (any format `train` reads)",
+                        env="MINDSTREAM_RETRAIN_BASE")
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     from model.mind import MINDConfig
-    from model.train import _MODEL_FLAGS, _TRAIN_FLAGS, TrainConfig
-    from model.train import _env as train_env
+    from model.train import TrainConfig
 
-    env = Settings.from_env()
     parser.description = (
         "Export the recent clicks from Kafka, train MIND on them (optionally joined with a base dataset), write "
         "and verify a release under --models, make it CURRENT and announce it on model-releases. Training flags "
         "are those of `mindstream train` and read the same MINDSTREAM_<FLAG> variables."
     )
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
-    parser.add_argument("--models", "--models-dir", dest="models_dir", default=env.models_dir,
-                        help="release root [MINDSTREAM_MODELS_DIR]")
-    parser.add_argument("--bootstrap", default=env.bootstrap, help="Kafka bootstrap servers [KAFKA_BOOTSTRAP]")
-    parser.add_argument("--topic-prefix", default=env.topic_prefix, help="topic name prefix [MINDSTREAM_TOPIC_PREFIX]")
-    parser.add_argument("--days", type=float, default=train_env("retrain_days", DAYS, float),
-                        help="train on clicks whose ts is within this many days; 0 = all [MINDSTREAM_RETRAIN_DAYS]")
-    parser.add_argument("--base", default=train_env("retrain_base", None, str),
-                        help="dataset joined with the exported clicks (any format `train` reads) "
-                             "[MINDSTREAM_RETRAIN_BASE]")
+    add_flags(parser, Settings, ["models_dir", "bootstrap", "topic_prefix"])
+    add_flags(parser, RetrainSettings)
     parser.add_argument("--no-announce", action="store_true", help="write and verify the release, announce nothing")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    mdef, tdef = MINDConfig(), TrainConfig()
-    for name, (typ, help_) in _MODEL_FLAGS.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ,
-                            default=train_env(name, getattr(mdef, name), typ),
-                            help=f"{help_} [MINDSTREAM_{name.upper()}]")
-    parser.add_argument("--hidden", default=train_env("hidden", ",".join(map(str, mdef.hidden)), str),
-                        help="H-layer ReLU widths, comma separated [MINDSTREAM_HIDDEN]")
-    for name, (typ, help_) in _TRAIN_FLAGS.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ,
-                            default=train_env(name, getattr(tdef, name), typ),
-                            help=f"{help_} [MINDSTREAM_{name.upper()}]")
+    add_flags(parser, MINDConfig)
+    add_flags(parser, TrainConfig)
 
 
 def run(args: argparse.Namespace) -> int:
     from model.mind import MINDConfig
-    from model.train import _MODEL_FLAGS, _TRAIN_FLAGS, TrainConfig
+    from model.train import TrainConfig
 
-    hidden = tuple(int(h) for h in str(args.hidden).split(",") if h.strip())
-    model_cfg = MINDConfig(**{k: getattr(args, k) for k in _MODEL_FLAGS}, hidden=hidden)
-    train_cfg = TrainConfig(**{k: getattr(args, k) for k in _TRAIN_FLAGS}, progress=not args.quiet)
-    path, stats = retrain(args.models_dir, args.bootstrap, args.topic_prefix, args.days, args.base,
-                          model_cfg, train_cfg, announce=not args.no_announce)
+    path, stats = retrain(args.models_dir, args.bootstrap, args.topic_prefix, args.days, args.base or None,
+                          from_args(MINDConfig, args), from_args(TrainConfig, args), announce=not args.no_announce)
     print(json.dumps({"release": str(path), "export": stats.to_dict(),
                       "announced": not args.no_announce}, indent=2))
     return 0

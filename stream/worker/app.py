@@ -36,7 +36,8 @@ def create_app(settings: Settings) -> faust.App:
         broker=[f"kafka://{host.strip()}" for host in settings.bootstrap.split(",") if host.strip()],
         store="rocksdb://",
         datadir=str(Path(settings.state_dir) / app_id(settings)),
-        # Tansu holds a JoinGroup for the whole rebalance timeout (ENVIRONMENT.md): 5 s, not Faust's 30 s
+        # Tansu holds a JoinGroup for the whole rebalance timeout (docs/platform.md#group-joins-are-held):
+        # 5 s, not Faust's 30 s
         broker_rebalance_timeout=5.0,
         # a member that vanished without leaving the group (SIGKILL, or a SIGTERM whose LeaveGroup did not go
         # out) holds its partitions until this expires: 10 s, not Faust's 60 s (heartbeats go every 3 s)

@@ -12,10 +12,11 @@
 
 Faust recovers a table by reading its changelog up to the end offset the broker reports (ListOffsets), and
 refuses to start when its local RocksDB has applied an offset beyond it (ConsistencyError). The embedded Tansu
-broker reports the base offset of a partition's last record batch + 1, not the log end (docs/DESIGN.md), so a
-changelog ending in a multi-record batch would lose its tail on recovery. Instead of trusting that figure, the
-end is found by reading: from the reported end - 1 (a record that exists) forward until the broker has nothing
-more. On a broker that reports correctly this reads one record per partition and changes nothing.
+broker reports the base offset of a partition's last record batch + 1, not the log end
+(docs/platform.md#end-offsets-undercount), so a changelog ending in a multi-record batch would lose its tail on
+recovery. Instead of trusting that figure, the end is found by reading: from the reported end - 1 (a record that
+exists) forward until the broker has nothing more. On a broker that reports correctly this reads one record per
+partition and changes nothing.
 
 `_exact_changelog_ends` wraps `faust.tables.recovery.Recovery._build_highwaters`, the one place recovery takes
 end offsets.
@@ -92,7 +93,7 @@ def _set_fetch_max_wait(ms: int) -> None:
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
     def make(original: Any) -> Any:
-        def create_worker_consumer(self, transport):  # noqa: ANN001, ANN202 - Faust's signature
+        def create_worker_consumer(self, transport):
             consumer = original(self, transport)
             consumer._fetch_max_wait_ms = ms
             return consumer
@@ -108,7 +109,7 @@ def _seek_before_resume() -> None:
     from faust.tables.recovery import Recovery
 
     def make(original: Any) -> Any:
-        async def recovery_end(self, generation_id: int = 0) -> None:  # noqa: ANN001 - Faust's signature
+        async def recovery_end(self, generation_id: int = 0) -> None:
             consumer = self.app.consumer
             resume, seek = consumer.resume_partitions, consumer.perform_seek
             held: list = []
@@ -135,7 +136,7 @@ def _exact_changelog_ends(bootstrap: str) -> None:
     from faust.tables.recovery import Recovery
 
     def make(original: Any) -> Any:
-        async def build_highwaters(self, consumer, tps, destination, title):  # noqa: ANN001, ANN202 - Faust's
+        async def build_highwaters(self, consumer, tps, destination, title):
             await original(self, consumer, tps, destination, title)
             # Faust keeps end offset - 1 ("highwater", -1 for an empty partition)
             reported = {tp: destination[tp] + 1 for tp in tps}

@@ -73,13 +73,13 @@ def observe_interest_similarity(interests: list[np.ndarray], n_interests: list[i
         metrics.INTEREST_SIMILARITY.observe(value)
 
 
-def run_tower(release: Release, users: list[tuple[str, Behaviors]]) -> tuple[np.ndarray, np.ndarray]:
+def run_tower(release: Release, users: list[Behaviors]) -> tuple[np.ndarray, np.ndarray]:
     """One ONNX run for the users of a batch: interests [B, K, d], n_interests [B]. Behaviors are the items'
     vectors in this release: trained ones, and new items' category vectors."""
-    encoded = [release.encode_behaviors(b.items) for _, b in users]
+    encoded = [release.encode_behaviors(b.items) for b in users]
     behaviors = np.stack([e for e, _ in encoded])
     mask = np.stack([m for _, m in encoded])
-    profile = np.stack([release.encode_profile(b.profile) for _, b in users])
+    profile = np.stack([release.encode_profile(b.profile) for b in users])
     with metrics.USER_TOWER_SECONDS.time():
         return release.tower(behaviors, mask, profile)
 
@@ -100,7 +100,7 @@ def run_tower_isolated(release: Release, users: list[_Recompute]
     (e.g. a profile index beyond its embedding table) costs that user's update, not the batch. Returns
     ([(user, interests [K, d], n_interests)], [(user, error)])."""
     try:
-        interests, n_interests = run_tower(release, [(u.user_id, u.behaviors) for u in users])
+        interests, n_interests = run_tower(release, [u.behaviors for u in users])
         return list(zip(users, interests, n_interests, strict=True)), []
     except Exception as e:
         if len(users) == 1:
@@ -108,7 +108,7 @@ def run_tower_isolated(release: Release, users: list[_Recompute]
     done, failed = [], []
     for u in users:
         try:
-            interests, n_interests = run_tower(release, [(u.user_id, u.behaviors)])
+            interests, n_interests = run_tower(release, [u.behaviors])
             done.append((u, interests[0], n_interests[0]))
         except Exception as e:
             failed.append((u, e))
