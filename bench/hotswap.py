@@ -50,12 +50,14 @@ from infra.broker import EmbeddedBroker
 from infra.measure import metric_value, rss_bytes
 from infra.processes import WorkerProcess
 from model.release import set_current
-from stream.commands.announce import Announcement, announcement_for, publish
+from stream.commands.announce import announcement_for, publish
 from stream.commands.produce import pipeline_topics, produce
 from stream.commands.simulate import ClickSimulator
-from stream.config import CANDIDATES, CLICKS, MODEL_RELEASES, Settings
+from stream.config import Settings
+from stream.messages import Announcement
 from stream.topic_reader import read_to_end
 from stream.topic_writer import Pacer, ensure_topics
+from stream.topology import CANDIDATES, CLICKS, MODEL_RELEASES
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "runs" / "bench" / "hotswap"
@@ -177,12 +179,12 @@ def run_swap(v1: Path, v2: Path, args: argparse.Namespace) -> dict:
     with contextlib.ExitStack() as stack:
         broker = stack.enter_context(EmbeddedBroker(log_path=str(WORK / "broker.log")))
         ensure_topics(broker.bootstrap, pipeline_topics(settings), settings.partitions)  # as kafka-init does
-        ensure_topics(broker.bootstrap, [settings.topic(MODEL_RELEASES)], 1)
+        ensure_topics(broker.bootstrap, [settings.topic(MODEL_RELEASES.name)], 1)
         worker = WorkerProcess("hotswap", log, broker.bootstrap, state, models_dir=models, args=("--log-level", "info"))
         stack.callback(worker.stop)
-        reader = CandidatesReader(broker.bootstrap, settings.topic(CANDIDATES))
+        reader = CandidatesReader(broker.bootstrap, settings.topic(CANDIDATES.name))
         stack.callback(reader.close)
-        clicks = settings.topic(CLICKS)
+        clicks = settings.topic(CLICKS.name)
 
         # warm-up, as bench/stream.py: the first list proves the worker serves; then `--warmup` clicks
         t = time.monotonic()
@@ -214,7 +216,7 @@ def run_swap(v1: Path, v2: Path, args: argparse.Namespace) -> dict:
                 # as `mindstream retrain` does it: CURRENT first, then the announcement (acks=all)
                 set_current(models, v2.name)
                 announced["begin"] = time.time()
-                publish(broker.bootstrap, settings.topic(MODEL_RELEASES), announcement_for(v2))
+                publish(broker.bootstrap, settings.topic(MODEL_RELEASES.name), announcement_for(v2))
                 announced["acked"] = time.time()
                 print(f"[swap] announced {v2.name} at t={announced['begin'] - start:.1f} s", flush=True)
             time.sleep(0.5)
@@ -223,7 +225,7 @@ def run_swap(v1: Path, v2: Path, args: argparse.Namespace) -> dict:
         reader.wait_settled(base + len(sent), [worker], timeout_s=120)
         metrics_text = worker.metrics()
         lists = []
-        for rec in read_to_end(broker.bootstrap, [settings.topic(CANDIDATES)], timeout_s=120):
+        for rec in read_to_end(broker.bootstrap, [settings.topic(CANDIDATES.name)], timeout_s=120):
             v = json.loads(rec.value)
             lists.append({"partition": rec.partition, "user_id": v["user_id"], "version": v["model_version"],
                           "event_ts": float(v["event_ts"]), "published_ts": float(v["published_ts"]),

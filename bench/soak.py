@@ -41,6 +41,7 @@ from stream.commands.refresh import changelog_topics
 from stream.config import Settings
 from stream.topic_reader import TopicLog
 from stream.topic_writer import ensure_topics
+from stream.topology import CLICKS
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "runs" / "soak"
@@ -153,13 +154,14 @@ def run(args: argparse.Namespace) -> int:
     with EmbeddedBroker(log_path=str(run_dir / "broker.log")) as broker:
         ensure_topics(broker.bootstrap, pipeline_topics(settings), PARTITIONS)  # as kafka-init does
         changelog = TopicLog(broker.bootstrap, changelog_topics(settings)[0])
+        topic = settings.topic(CLICKS.name)
         worker = WorkerProcess("worker", run_dir / "worker.log", broker.bootstrap, run_dir / "state",
                                models_dir=release.parent,
                                args=("--release", str(release), "--partitions", str(PARTITIONS), "--top-n", "20",
                                      "--log-level", "warning"))
-        producer = PacedProducer(broker.bootstrap, clicks, rate=args.rate)
+        producer = PacedProducer(broker.bootstrap, topic, clicks, rate=args.rate)
         try:
-            warm = warm_up(broker.bootstrap, changelog, [worker], 4, items[0])
+            warm = warm_up(broker.bootstrap, topic, changelog, [worker], 4, items[0])
             print(f"worker {worker.pid} processing; offering {len(clicks)} clicks at {args.rate}/s for "
                   f"{args.duration_s} s", flush=True)
             start = time.monotonic()

@@ -44,9 +44,10 @@ from infra.processes import WorkerProcess
 from model.release import ReleaseError, current_release_dir, load_release
 from stream.commands.produce import interleaved_dataset, pipeline_topics, produce
 from stream.commands.simulate import ClickSimulator
-from stream.config import CANDIDATES, CLICKS, Settings
+from stream.config import Settings
 from stream.topic_reader import TopicReader
 from stream.topic_writer import ensure_topics
+from stream.topology import CANDIDATES, CLICKS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,9 +152,9 @@ def run_worker_scenario(name: str, models: Path, events: Iterator[dict], args: a
                               models_dir=models)
             stack.callback(w.stop)
             workers.append(w)
-        reader = CandidatesReader(broker.bootstrap, settings.topic(CANDIDATES))
+        reader = CandidatesReader(broker.bootstrap, settings.topic(CANDIDATES.name))
         stack.callback(reader.close)
-        clicks = settings.topic(CLICKS)
+        clicks = settings.topic(CLICKS.name)
 
         def send(n: int, rate: float) -> int:
             return produce(itertools.islice(events, n), broker.bootstrap, clicks, rate=rate, progress=False).sent

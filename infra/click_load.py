@@ -77,8 +77,8 @@ class PacedProducer(threading.Thread):
     """Sends `clicks` (and `bad` raw records, spread among them) at `rate` per second in a thread; only records
     the broker acknowledged go into `log`. A broker that stalls delays acknowledgements, it does not lose them."""
 
-    def __init__(self, bootstrap: str, clicks: list[Click], rate: float, bad: list[tuple[bytes, bytes]] = (),
-                 topic: str = "clicks") -> None:
+    def __init__(self, bootstrap: str, topic: str, clicks: list[Click], rate: float,
+                 bad: list[tuple[bytes, bytes]] = ()) -> None:
         super().__init__(daemon=True)
         self.bootstrap, self.clicks, self.rate, self.topic = bootstrap, clicks, rate, topic
         self.bad = list(bad)
@@ -128,14 +128,14 @@ class PacedProducer(threading.Thread):
             self.join(200)
 
 
-def warm_up(bootstrap: str, changelog: Any, workers: list[WorkerProcess], users: int, item: str,
+def warm_up(bootstrap: str, topic: str, changelog: Any, workers: list[WorkerProcess], users: int, item: str,
             ready: Callable[[], bool] | None = None, timeout_s: float = 240) -> ProducedLog:
     """Send one click for each of `users` warm-up users and wait until the workers have applied them (and `ready()`):
     a Faust worker's first rebalance takes tens of seconds on this broker, and a fault injected "mid-stream" must
-    hit a worker that is processing. `changelog` is the behaviors changelog's stream.topic_reader.TopicLog (passed
-    in: infra/ does not import stream/). Returns what was produced (part of the ground truth)."""
+    hit a worker that is processing. They go to `topic` (the clicks topic); `changelog` is the behaviors changelog's
+    stream.topic_reader.TopicLog (both passed in: infra/ does not import stream/). Returns what was produced (part of the ground truth)."""
     clicks = [Click(f"warmup{u}-0", f"warmup{u}", item, time.time() - 200_000) for u in range(users)]
-    producer = PacedProducer(bootstrap, clicks, rate=0)
+    producer = PacedProducer(bootstrap, topic, clicks, rate=0)
     producer.start()
     producer.join(120)
     assert not producer.log.errors and len(producer.log.clicks) == users, producer.log.errors[:3]

@@ -6,6 +6,7 @@
   the HTTP pages.
 - `commands/`: the commands a person or a scheduler runs against a cluster (produce, candidates, retrain,
   refresh, rollback, demo...). None of them runs inside the worker.
-- here: the entry point (`cli.py`), settings (`config.py`), the click contract (`events.py`) and what the three
-  share (Kafka security options, reading a topic, expected errors).
+- here: the topology (`topology.py`: every topic and table, start there) and its message types
+  (`messages.py`), the entry point (`cli.py`), settings (`config.py`), the click contract (`events.py`) and what
+  the three share (Kafka security options, reading a topic, expected errors).
 """

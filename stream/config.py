@@ -63,6 +63,7 @@ class Settings:
         return cls(**env_values(cls))
 
     def topic(self, base: str) -> str:
+        """The deployment's name of a topic of stream/topology.py (`settings.topic(CLICKS.name)`)."""
         return self.topic_prefix + base
 
     def runs_interest(self) -> bool:
@@ -118,10 +119,3 @@ class RocksDBSettings:
 ROCKSDB_ENV_NAMES: dict[str, str] = {f.name: env_name(f) for f in settings_of(RocksDBSettings)}
 ENV_NAMES: dict[str, str] = {f.name: env_name(f) for f in settings_of(Settings)}
 
-# Topic base names (ARCHITECTURE.md); the prefix is added by Settings.topic().
-CLICKS = "clicks"
-USER_INTERESTS = "user-interests"
-CANDIDATES = "candidates"
-CLICKS_DLQ = "clicks-dlq"
-MODEL_RELEASES = "model-releases"
-ITEMS = "items"

@@ -2,12 +2,11 @@
 
 The agent consumes clicks as raw bytes so that nothing a producer sends (not UTF-8, not JSON, a
 JSON array, a huge payload) can raise inside the agent: everything is judged here and a bad record
-becomes a dead letter on `clicks-dlq` instead of a crashed worker.
+becomes a dead letter on `clicks-dlq` (stream/messages.py `DeadLetter`) instead of a crashed worker.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 from dataclasses import dataclass, field
@@ -141,12 +140,3 @@ def _reject_constant(name: str) -> float:
     # NaN / Infinity are not JSON; Python's parser accepts them unless told otherwise
     raise ValueError(f"{name} is not valid JSON")
 
-
-def dead_letter(raw: bytes | None, reason: str, error: str, ts: float) -> dict[str, Any]:
-    """The clicks-dlq value (ARCHITECTURE.md): why, and the original bytes so the event can be replayed."""
-    return {
-        "reason": reason,
-        "error": error[:1000],
-        "raw": base64.b64encode(raw or b"").decode("ascii"),
-        "ts": ts,
-    }

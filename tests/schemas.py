@@ -10,8 +10,12 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from stream import topology
+
 SCHEMAS = Path(__file__).resolve().parents[1] / "docs" / "schemas"
-TOPICS = ("clicks", "user-interests", "candidates", "model-releases", "clicks-dlq", "refresh-requests", "items")
+TOPICS = tuple(t.name for t in topology.TOPICS)
+# the message type of each topic (clicks: raw bytes judged by stream/events.py)
+MESSAGES = {t.name: t.value for t in topology.TOPICS if t is not topology.CLICKS}
 
 
 @cache
@@ -28,9 +32,12 @@ def errors(topic: str, value: Any) -> list[str]:
 
 
 def validate_records(topic: str, records: list) -> list:
-    """Every record's value (JSON) validates against the topic's schema; returns `records`."""
+    """Every record's value (JSON) validates against the topic's schema, and the topic's message type
+    (stream/messages.py) reads it; returns `records`."""
     for r in records:
         value = json.loads(r.value)
         problems = errors(topic, value)
         assert not problems, f"{topic} record at partition {r.partition} offset {r.offset}: {problems}\n{value}"
+        if topic in MESSAGES:
+            MESSAGES[topic].from_json(r.value)
     return records

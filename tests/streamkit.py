@@ -16,13 +16,15 @@ from kafka.admin import NewTopic
 
 from infra.broker import EmbeddedBroker
 from infra.processes import WorkerProcess, wait_until
+from stream import topology
 from stream.topic_reader import TopicLog
 
 REPO = Path(__file__).resolve().parents[1]
-TOPICS = ("clicks", "user-interests", "candidates", "clicks-dlq")
+# created before a worker starts, as docker-compose's kafka-init does
+TOPICS = tuple(t.name for t in topology.PIPELINE)
 APP_ID = "mindstream"
-# The behaviors table's changelog (Faust names it <app id>-<table name>-changelog).
-BEHAVIORS_CHANGELOG = f"{APP_ID}-behaviors-changelog"
+# The behaviors table's changelog.
+BEHAVIORS_CHANGELOG = topology.BEHAVIORS.changelog(APP_ID)
 
 
 @contextlib.contextmanager

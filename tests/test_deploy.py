@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from infra.prometheus_server import ensure_installed
+from stream import topology
 
 REPO = Path(__file__).resolve().parents[1]
 PROM_DIR = REPO / "infra" / "prometheus"
@@ -83,8 +84,8 @@ def test_scaled_services_publish_no_host_ports(compose_config: dict) -> None:
 def test_topics_created_with_partitions_for_scale_out(compose_config: dict) -> None:
     init = compose_config["services"]["kafka-init"]
     script = "\n".join(init["command"])
-    for topic in ("clicks", "user-interests", "candidates", "clicks-dlq", "model-releases"):
-        assert topic in script
+    for topic in (*topology.PIPELINE, topology.MODEL_RELEASES):
+        assert topic.name in script
     assert int(init["environment"]["PARTITIONS"]) >= 12
 
 

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from stream import events
-from stream.events import Click, InvalidEvent, dead_letter, parse_click
+from stream.events import Click, InvalidEvent, parse_click
+from stream.messages import DeadLetter
 
 
 def raw(obj: object) -> bytes:
@@ -86,9 +87,10 @@ def test_size_limit_is_inclusive() -> None:
 
 def test_dead_letter_keeps_the_original_bytes() -> None:
     original = b"\x00\xffgarbage"
-    record = dead_letter(original, events.NOT_UTF8, "bad byte", 123.0)
+    raw = DeadLetter(events.NOT_UTF8, "bad byte", original, 123.0).to_json()
+    record = json.loads(raw)
     assert set(record) == {"reason", "error", "raw", "ts"}
     assert base64.b64decode(record["raw"]) == original
     assert record["reason"] == "not_utf8" and record["ts"] == 123.0
-    json.dumps(record)  # it is a JSON value
-    assert base64.b64decode(dead_letter(None, events.MISSING_FIELD, "x", 1.0)["raw"]) == b""
+    assert DeadLetter.from_json(raw) == DeadLetter(events.NOT_UTF8, "bad byte", original, 123.0)
+    assert base64.b64decode(json.loads(DeadLetter(events.MISSING_FIELD, "x", b"", 1.0).to_json())["raw"]) == b""

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from stream import events
 from stream.events import MAX_ID_CHARS, Click, InvalidEvent, parse_click
+from stream.messages import DeadLetter
 from stream.worker.behaviors import Behaviors
 
 # database=None: no .hypothesis/ directory in the checkout; the explicit @example cases pin what was found
@@ -355,7 +356,7 @@ def test_lone_surrogate_in_any_text_field_is_bad_value(field_json: bytes) -> Non
     assert isinstance(result, InvalidEvent), result
     assert result.reason == events.BAD_VALUE, result
     # the dead letter carries the reason and the original bytes, and is itself valid JSON
-    json.dumps(events.dead_letter(b"x", result.reason, result.error, 0.0)).encode("utf-8")
+    DeadLetter.from_json(DeadLetter(result.reason, result.error, b"x", 0.0).to_json())
 
 
 def test_surrogate_pair_escape_is_one_valid_character() -> None:

@@ -31,8 +31,10 @@ from infra.broker import EmbeddedBroker
 from infra.measure import metric_value
 from model.data import load_dataset
 from model.release import load_release, set_current
-from stream.commands.announce import Announcement, announcement_for, publish
+from stream import topology
+from stream.commands.announce import announcement_for, publish
 from stream.commands.rollback import previous_version
+from stream.messages import Announcement
 from stream.worker.hotswap import OK, REJECTED, SKIPPED, handle
 from stream.worker.releases import ReleaseRegistry
 from tests.conftest import V2_PREFIX
@@ -85,14 +87,14 @@ def test_announced_release_is_verified_and_swapped_in(models: Path, ml100k_relea
     registry = ReleaseRegistry(models)
     registry.load_initial()
     ok_before = swaps("ok")
-    result = asyncio.run(handle(announcement_for(models / v2_dir.name).to_bytes(), registry, models))
+    result = asyncio.run(handle(announcement_for(models / v2_dir.name).to_json(), registry, models))
     assert result == OK
     assert registry.current.version == v2_dir.name
     assert swaps("ok") == ok_before + 1
     # the previous version stays loaded for messages stamped with it
     assert registry.get(ml100k_release.name) is not None
     # announcing what is served already changes nothing and counts nothing
-    assert asyncio.run(handle(announcement_for(models / v2_dir.name).to_bytes(), registry, models)) == SKIPPED
+    assert asyncio.run(handle(announcement_for(models / v2_dir.name).to_json(), registry, models)) == SKIPPED
     assert swaps("ok") == ok_before + 1
 
 
@@ -102,7 +104,7 @@ def test_a_uri_not_mounted_here_is_found_under_the_models_dir(models: Path, v2_d
     announced = announcement_for(models / v2_dir.name)
     elsewhere = Announcement(announced.version, f"file:///trainer/models/{announced.version}",
                              announced.manifest_sha256, announced.created_ts)
-    assert asyncio.run(handle(elsewhere.to_bytes(), registry, models)) == OK
+    assert asyncio.run(handle(elsewhere.to_json(), registry, models)) == OK
     assert registry.current.path == models / v2_dir.name
 
 
@@ -114,11 +116,11 @@ def test_corrupt_or_mismatched_releases_are_rejected_and_the_serving_version_sta
     broken = corrupt_copies(ml100k_release, tmp_path)
     good = announcement_for(models / v2_dir.name)
     records = {
-        "bad checksum": announcement_for(broken["bad-checksum"]).to_bytes(),
-        "wrong dimension": announcement_for(broken["wrong-dim"]).to_bytes(),
+        "bad checksum": announcement_for(broken["bad-checksum"]).to_json(),
+        "wrong dimension": announcement_for(broken["wrong-dim"]).to_json(),
         "manifest sha256 differs from the announcement": Announcement(
-            good.version, good.uri, "0" * 64, good.created_ts).to_bytes(),
-        "no such directory": Announcement("nope", str(tmp_path / "nope"), "0" * 64, 1.0).to_bytes(),
+            good.version, good.uri, "0" * 64, good.created_ts).to_json(),
+        "no such directory": Announcement("nope", str(tmp_path / "nope"), "0" * 64, 1.0).to_json(),
         "not an announcement": b'{"version": 3}',
         "not JSON": b"\xff",
     }
@@ -148,7 +150,7 @@ def test_a_starting_worker_takes_the_newest_announcement_only(tmp_path: Path) ->
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
         await consumer.start()
         try:
-            tps = [AioTopicPartition("model-releases", 0)]
+            tps = [AioTopicPartition(topology.MODEL_RELEASES.name, 0)]
             consumer.assign(tps)
             return await _catch_up(consumer, tps, 200)
         finally:
@@ -156,13 +158,14 @@ def test_a_starting_worker_takes_the_newest_announcement_only(tmp_path: Path) ->
 
     with EmbeddedBroker(log_path=str(tmp_path / "broker.log")) as broker:
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        admin.create_topics([NewTopic("model-releases", 1, 1)])
+        admin.create_topics([NewTopic(topology.MODEL_RELEASES.name, 1, 1)])
         admin.close()
         assert asyncio.run(newest(broker.bootstrap)) is None  # nothing announced yet
         for k in range(4):
-            publish(broker.bootstrap, "model-releases", Announcement(f"v{k}", f"/models/v{k}", "0" * 64, float(k)))
+            publish(broker.bootstrap, topology.MODEL_RELEASES.name,
+                    Announcement(f"v{k}", f"/models/v{k}", "0" * 64, float(k)))
         record = asyncio.run(newest(broker.bootstrap))
-    assert Announcement.parse(record.value).version == "v3"
+    assert Announcement.from_json(record.value).version == "v3"
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -190,7 +193,7 @@ class Clicker(threading.Thread):
                 item = V2_PREFIX + item if r % 2 else item
                 ts = self.t0 + r * 0.01
                 value = {"event_id": f"{user}-{r}", "user_id": user, "item_id": item, "ts": ts}
-                self.producer.send("clicks", key=user.encode(), value=json.dumps(value).encode())
+                self.producer.send(topology.CLICKS.name, key=user.encode(), value=json.dumps(value).encode())
                 self.last_ts[user] = ts
                 self.sent += 1
             self.producer.flush()
@@ -258,20 +261,20 @@ def test_swap_under_load_is_version_consistent_and_rollback_returns(
         try:
             pid = worker.proc.pid
             clicker.start()
-            read_topic(broker.bootstrap, "candidates", lambda rs: len(rs) >= 20, 180, worker)
+            read_topic(broker.bootstrap, topology.CANDIDATES.name, lambda rs: len(rs) >= 20, 180, worker)
 
             # v2 announced mid-stream, as `retrain` does it: CURRENT first, then the announcement
             set_current(models, v2.version)
-            publish(broker.bootstrap, "model-releases", announcement_for(models / v2.version))
+            publish(broker.bootstrap, topology.MODEL_RELEASES.name, announcement_for(models / v2.version))
             worker.wait_metrics(['mindstream_model_swaps_total{result="ok"} 1.0',
                                  f'mindstream_model_info{{version="{v2.version}"}} 1.0'], 60)
             clicker.wait_rounds(10, worker)
 
             # broken releases are rejected; v2 keeps serving
-            publish(broker.bootstrap, "model-releases", announcement_for(broken["bad-checksum"]))
-            publish(broker.bootstrap, "model-releases", announcement_for(broken["wrong-dim"]))
+            publish(broker.bootstrap, topology.MODEL_RELEASES.name, announcement_for(broken["bad-checksum"]))
+            publish(broker.bootstrap, topology.MODEL_RELEASES.name, announcement_for(broken["wrong-dim"]))
             good = announcement_for(models / v1.version)
-            publish(broker.bootstrap, "model-releases",
+            publish(broker.bootstrap, topology.MODEL_RELEASES.name,
                     Announcement(good.version, good.uri, "0" * 64, good.created_ts))
             worker.wait_metrics(['mindstream_model_swaps_total{result="rejected"} 3.0',
                                  f'mindstream_model_info{{version="{v2.version}"}} 1.0'], 60)
@@ -292,8 +295,8 @@ def test_swap_under_load_is_version_consistent_and_rollback_returns(
                 seen = {(v["user_id"], v["event_ts"]) for v in map(lambda r: json.loads(r.value), records)}
                 return all((u, ts) in seen for u, ts in last_ts.items())
 
-            interests = read_topic(broker.bootstrap, "user-interests", all_in, 180, worker)
-            candidates = read_topic(broker.bootstrap, "candidates", all_in, 120, worker)
+            interests = read_topic(broker.bootstrap, topology.USER_INTERESTS.name, all_in, 180, worker)
+            candidates = read_topic(broker.bootstrap, topology.CANDIDATES.name, all_in, 120, worker)
             text = worker.metrics()
             assert worker.proc.pid == pid and worker.proc.poll() is None  # never restarted
         finally:
@@ -344,7 +347,7 @@ def test_refresh_moves_every_stored_user_to_the_new_model_without_a_click(
         for user, items in users.items():
             for n, item in enumerate(items):
                 value = {"event_id": f"{user}-{n}", "user_id": user, "item_id": item, "ts": 1000.0 + n}
-                producer.send("clicks", key=user.encode(), value=json.dumps(value).encode())
+                producer.send(topology.CLICKS.name, key=user.encode(), value=json.dumps(value).encode())
                 sent += 1
         producer.flush()
         producer.close()
@@ -352,15 +355,15 @@ def test_refresh_moves_every_stored_user_to_the_new_model_without_a_click(
         def have_all(records: list) -> bool:
             return {json.loads(r.value)["user_id"] for r in records} >= set(users)
 
-        before = read_topic(broker.bootstrap, "candidates", have_all, 180, worker)
+        before = read_topic(broker.bootstrap, topology.CANDIDATES.name, have_all, 180, worker)
         assert {json.loads(r.value)["model_version"] for r in before} == {v1.version}
 
         set_current(models, v2.version)
-        publish(broker.bootstrap, "model-releases", announcement_for(models / v2.version))
+        publish(broker.bootstrap, topology.MODEL_RELEASES.name, announcement_for(models / v2.version))
         worker.wait_metrics([f'mindstream_model_info{{version="{v2.version}"}} 1.0'], 60)
         # a request for a user with no stored behaviors is counted and changes nothing
         ghost = KafkaProducer(bootstrap_servers=broker.bootstrap)
-        ghost.send("refresh-requests", key=b"rf-nobody", value=b"{}").get(30)
+        ghost.send(topology.REFRESH_REQUESTS.name, key=b"rf-nobody", value=b"{}").get(30)
         ghost.close()
         worker.wait_metrics(['mindstream_refreshes_total{status="no_behaviors"} 1.0'], 60)
 
@@ -374,10 +377,10 @@ def test_refresh_moves_every_stored_user_to_the_new_model_without_a_click(
             values = [json.loads(r.value) for r in records]
             return {v["user_id"] for v in values if v["model_version"] == v2.version} >= set(users)
 
-        candidates = read_topic(broker.bootstrap, "candidates", all_v2, 120, worker)
+        candidates = read_topic(broker.bootstrap, topology.CANDIDATES.name, all_v2, 120, worker)
         text = worker.wait_metrics([f'mindstream_refreshes_total{{status="ok"}} {float(len(users))}'], 60)
         consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap)
-        request_partitions = consumer.partitions_for_topic("refresh-requests")
+        request_partitions = consumer.partitions_for_topic(topology.REFRESH_REQUESTS.name)
         consumer.close()
 
     assert all_v2(candidates)

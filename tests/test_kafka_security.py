@@ -15,7 +15,7 @@ import kafka
 import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from stream import kafka_security
+from stream import kafka_security, topology
 from stream.config import Settings
 from stream.kafka_security import ENV_NAMES, KafkaSecurity, KafkaSecurityError
 
@@ -245,39 +245,40 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
 def _run_produce() -> None:
     from stream.commands.produce import produce
 
-    produce(iter([{"user_id": "u1", "item_id": "i1"}]), BOGUS, "clicks", progress=False, partitions=1)
+    produce(iter([{"user_id": "u1", "item_id": "i1"}]), BOGUS, topology.CLICKS.name, progress=False, partitions=1)
 
 
 def _run_refresh() -> None:
     from stream.commands.refresh import clicks_partitions, read_users, request_refresh
 
-    assert read_users(BOGUS, ["behaviors-changelog"]) == []  # stream/topic_reader.py
+    assert read_users(BOGUS, [topology.BEHAVIORS.changelog("x")]) == []  # stream/topic_reader.py
     clicks_partitions(BOGUS, Settings(bootstrap=BOGUS))
-    request_refresh(["u1"], BOGUS, "refresh-requests", rate=0.0, progress=False)
+    request_refresh(["u1"], BOGUS, topology.REFRESH_REQUESTS.name, rate=0.0, progress=False)
 
 
 def _run_retrain() -> None:
     from stream.commands.retrain import read_clicks
 
-    read_clicks(BOGUS, "clicks", since_ts=None)
+    read_clicks(BOGUS, topology.CLICKS.name, since_ts=None)
 
 
 def _run_announce() -> None:
-    from stream.commands.announce import Announcement, publish
+    from stream.commands.announce import publish
+    from stream.messages import Announcement
 
-    publish(BOGUS, "model-releases", Announcement("v1", "/models/v1", "0" * 64, 0.0))
+    publish(BOGUS, topology.MODEL_RELEASES.name, Announcement("v1", "/models/v1", "0" * 64, 0.0))
 
 
 def _run_candidates() -> None:
     from stream.commands.candidates import read_candidates
 
-    assert list(read_candidates(BOGUS, "candidates", wait_s=0.0)) == []
+    assert list(read_candidates(BOGUS, topology.CANDIDATES.name, wait_s=0.0)) == []
 
 
 def _run_demo_collector() -> None:
     from stream.commands.demo import CandidateCollector
 
-    collector = CandidateCollector(BOGUS, "candidates")
+    collector = CandidateCollector(BOGUS, topology.CANDIDATES.name)
     collector._stop.set()  # build the consumer, then leave the loop at once
     collector._run()
     assert collector.error is None
@@ -290,7 +291,7 @@ def _run_demo_collector() -> None:
     (_run_announce, ["KafkaProducer"]),
     (_run_candidates, ["KafkaConsumer"]),
     (_run_demo_collector, ["KafkaConsumer"]),
-], ids=["produce", "refresh", "retrain", "announce(rollback)", "candidates", "demo"])
+], ids=["produce", "refresh", "retrain", "announce(rollback)", "read_candidates", "demo"])
 def test_every_kafka_python_client_gets_the_settings(sasl_ssl: None, cafile: str, recorded: list,
                                                      run: Any, clients: list[str]) -> None:
     run()

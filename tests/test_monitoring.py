@@ -3,6 +3,7 @@ real worker on the embedded broker while the dashboard's queries are run against
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -21,6 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from infra.broker import EmbeddedBroker
 from infra.processes import WorkerProcess
 from infra.prometheus_server import PrometheusServer
+from stream import topology
+from stream.messages import Candidates
 from stream.monitoring.online import TOP_K, OnlineHitRate, hits_at, judge
 from stream.monitoring.web import PNG_SIGNATURE
 
@@ -28,9 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "infra" / "grafana" / "dashboards" / "mindstream.json"
 
 
-def candidates(items: list[str], version: str = "v1", published_ts: float = 100.0) -> dict:
-    return {"user_id": "u", "model_version": version, "published_ts": published_ts, "event_ts": published_ts - 1,
-            "items": [{"item_id": i, "score": 1.0 - n / 1000, "interest": 0} for n, i in enumerate(items)]}
+def candidates(items: list[str], version: str = "v1", published_ts: float = 100.0) -> Candidates:
+    return Candidates("u", version, [{"item_id": i, "score": 1.0 - n / 1000, "interest": 0}
+                                     for n, i in enumerate(items)], published_ts - 1, published_ts)
 
 
 def test_hits_at_counts_by_rank() -> None:
@@ -52,8 +55,7 @@ def test_judge_uses_only_lists_from_earlier_clicks() -> None:
     assert judge(latest, "a", click_ts=99.0) is None  # the list was computed from this very click
     assert judge(latest, "a", click_ts=98.0) is None
     assert judge(None, "a", click_ts=101.0) is None
-    assert judge({}, "a", click_ts=101.0) is None
-    without_event_ts = {k: v for k, v in latest.items() if k != "event_ts"}
+    without_event_ts = dataclasses.replace(latest, event_ts=None)
     assert judge(without_event_ts, "a", click_ts=100.0) is not None
     assert judge(without_event_ts, "a", click_ts=99.9) is None
 
@@ -143,9 +145,9 @@ def send(bootstrap: str, events: list[dict[str, Any] | tuple[str, bytes]]) -> No
     try:
         for e in events:
             if isinstance(e, tuple):
-                producer.send("clicks", key=e[0].encode(), value=e[1])
+                producer.send(topology.CLICKS.name, key=e[0].encode(), value=e[1])
             else:
-                producer.send("clicks", key=e["user_id"].encode(), value=json.dumps(e).encode())
+                producer.send(topology.CLICKS.name, key=e["user_id"].encode(), value=json.dumps(e).encode())
         producer.flush()
     finally:
         producer.close()
@@ -260,6 +262,6 @@ def test_every_dashboard_query_returns_data(stack: dict[str, Any], user_with_can
     p99 = prom.query("mindstream:event_to_candidates_seconds:p99_5m")
     assert 0 < float(p99[0]["value"][1]) < math.inf
     lag = prom.query("mindstream_consumer_lag")
-    assert {r["metric"]["topic"] for r in lag} >= {"clicks"}
+    assert {r["metric"]["topic"] for r in lag} >= {topology.CLICKS.name}
     dlq = prom.query('sum by (reason) (mindstream_dead_letters_total)')
     assert any(r["metric"].get("reason") == "not_json" and float(r["value"][1]) >= 1 for r in dlq)

@@ -28,13 +28,15 @@ from model.mind import MINDConfig
 from model.new_items import NewItems
 from model.release import Release, load_release, set_current
 from model.train import TrainConfig, train_release
+from stream import topology
 from stream.commands.announce import announcement_for, publish
 from stream.commands.produce import produce_items
 from stream.commands.retrain import write_training_set
 from stream.commands.simulate import ClickSimulator, SimConfig, category_id, item_id
 from stream.events import Click as EventClick
+from stream.messages import CatalogItem, MessageError
 from stream.topic_reader import TopicLog
-from stream.worker.catalog import CatalogItem, parse_item, read_catalog
+from stream.worker.catalog import read_catalog
 from stream.worker.hotswap import OK, handle
 from stream.worker.recall import recall_batch
 from stream.worker.releases import ReleaseRegistry
@@ -235,14 +237,14 @@ def test_hot_swap_serves_the_releases_own_vector_and_keeps_untrained_new_items(
     assert registry.add_item(new, category)
     assert new in top(registry.current, fans)
 
-    assert asyncio.run(handle(announcement_for(models / "trained").to_bytes(), registry, models)) == OK
+    assert asyncio.run(handle(announcement_for(models / "trained").to_json(), registry, models)) == OK
     trained = registry.current
     assert trained.version == "trained" and new not in trained.new_items
     assert np.array_equal(trained.vector(new), trained.embeddings[trained.item_index[new] - 1])
     old = registry.get("old")
     assert new in old.new_items  # messages stamped with the old version still find it in the old index
 
-    assert asyncio.run(handle(announcement_for(again).to_bytes(), registry, models)) == OK
+    assert asyncio.run(handle(announcement_for(again).to_json(), registry, models)) == OK
     assert registry.current.version == "old-again" and new in registry.current.new_items
     assert new in top(registry.current, fans)
 
@@ -301,8 +303,8 @@ def test_a_catalog_file_is_read_row_by_row_and_a_bad_row_names_its_line(tmp_path
     with pytest.raises(DataError, match=r"bad.jsonl:2: item_id"):
         list(read_catalog(bad))
     for raw in (b"[1]", b'{"item_id": ""}', b'{"item_id": "a", "ts": "x"}', b"\xff"):
-        with pytest.raises(ValueError):
-            parse_item(raw)
+        with pytest.raises(MessageError):
+            CatalogItem.from_json(raw)
 
 
 def test_retrain_trains_new_items_with_their_catalog_category(tmp_path: Path) -> None:
@@ -321,15 +323,15 @@ def click(producer: KafkaProducer, user: str, item: str, n: int, category: str |
     value = {"event_id": f"{user}-{n}", "user_id": user, "item_id": item, "ts": time.time()}
     if category is not None:
         value["category"] = category
-    producer.send("clicks", key=user.encode(), value=json.dumps(value).encode())
+    producer.send(topology.CLICKS.name, key=user.encode(), value=json.dumps(value).encode())
 
 
 class Outputs:
     """The worker's output topics, read incrementally."""
 
     def __init__(self, bootstrap: str) -> None:
-        self.candidates = TopicLog(bootstrap, "candidates")
-        self.interests = TopicLog(bootstrap, "user-interests")
+        self.candidates = TopicLog(bootstrap, topology.CANDIDATES.name)
+        self.interests = TopicLog(bootstrap, topology.USER_INTERESTS.name)
 
     def latest(self, reader: TopicLog, user: str) -> dict | None:
         found = [json.loads(r.value) for r in reader.poll() if r.key == user.encode()]
@@ -381,7 +383,7 @@ def test_e2e_an_item_announced_on_items_is_recalled_within_seconds(e2e: dict, si
     assert wait_until(lambda: (out.latest(out.candidates, "fan-a") or {}).get("items") is not None, 60, [worker])
     assert not has_candidate(out, "fan-a", new)
     announced = time.monotonic()
-    producer.send("items", key=new.encode(), value=json.dumps({"item_id": new, "category": category}).encode())
+    producer.send(topology.ITEMS.name, key=new.encode(), value=CatalogItem(new, category).to_json())
     producer.flush()
     n = len(fans)
     # the user keeps clicking items of the category (no restart, no new release); one click a second
@@ -431,14 +433,14 @@ def test_e2e_a_first_click_with_its_category_moves_interests_and_is_not_a_dead_l
     assert metric_value(text, "mindstream_events_total", 'status="unknown_item"') >= unknown_before + 1
     assert metric_value(text, "mindstream_new_items_total", 'source="click"') >= 1
     # the worker announced the item to the catalog, so every worker (and a restart) knows it
-    items = TopicLog(e2e["broker"].bootstrap, "items")
+    items = TopicLog(e2e["broker"].bootstrap, topology.ITEMS.name)
     try:
         assert wait_until(lambda: any(r.key == new.encode() and json.loads(r.value)["category"] == category
                                       for r in items.poll()), 30)
     finally:
         items.close()
     # clicks-dlq holds bad records only: neither unknown click is there
-    dlq = TopicLog(e2e["broker"].bootstrap, "clicks-dlq")
+    dlq = TopicLog(e2e["broker"].bootstrap, topology.CLICKS_DLQ.name)
     try:
         time.sleep(2.0)
         records = dlq.poll(timeout_ms=1000)
@@ -454,7 +456,7 @@ def test_e2e_mindstream_produce_items_publishes_a_catalog_the_worker_indexes(e2e
     catalog.write_text("".join(json.dumps({"item_id": f"cat-{k}", "category": category}) + "\n" for k in range(5))
                        + json.dumps({"item_id": "cat-x", "category": "no-such-category"}) + "\n")
     before = metric_value(worker.metrics(), "mindstream_new_items_total", 'source="items"')
-    sent = produce_items(catalog, e2e["broker"].bootstrap, "items", PARTITIONS, progress=False)
+    sent = produce_items(catalog, e2e["broker"].bootstrap, topology.ITEMS.name, PARTITIONS, progress=False)
     assert sent.sent == 6 and not sent.failed
     # five of them are new items; the one of a category the release does not know is not
     assert wait_until(lambda: metric_value(worker.metrics(), "mindstream_new_items_total", 'source="items"')
@@ -489,12 +491,12 @@ def test_e2e_a_hot_swap_keeps_new_items_and_serves_trained_ones_with_the_release
     version times that message's interest: no list mixes versions."""
     producer, out, worker, bootstrap = e2e["producer"], e2e["out"], e2e["worker"], e2e["broker"].bootstrap
     trained_item, untrained = HELD[5], "fresh-" + HELD[3]
-    producer.send("items", key=trained_item.encode(),
+    producer.send(topology.ITEMS.name, key=trained_item.encode(),
                   value=json.dumps({"item_id": trained_item, "category": category_of(sim, trained_item)}).encode())
     producer.flush()
     assert wait_until(lambda: metric_value(worker.metrics(), "mindstream_new_items_total", 'source="items"') >= 8,
                       60, [worker])
-    publish(bootstrap, "model-releases", announcement_for(releases["trained"]))
+    publish(bootstrap, topology.MODEL_RELEASES.name, announcement_for(releases["trained"]))
     assert wait_until(lambda: 'mindstream_model_info{version="trained"} 1.0' in worker.metrics().splitlines(), 120,
                       [worker])
     versions = {name: load_release(path) for name, path in releases.items()}

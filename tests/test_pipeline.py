@@ -26,6 +26,7 @@ from infra.broker import EmbeddedBroker
 from infra.measure import metric_value
 from model.data import load_dataset
 from model.release import load_release
+from stream import topology
 from tests.schemas import errors, validate_records
 from tests.streamkit import Worker, broker_with_topics
 from tests.streamkit import read_topic as read_any_topic
@@ -120,9 +121,9 @@ class Scenario:
         bad = set(self.bad.values())
         for key, raw in self.clicks:
             if (key, raw) not in bad:
-                assert not errors("clicks", json.loads(raw)), raw
+                assert not errors(topology.CLICKS.name, json.loads(raw)), raw
         for reason in ("missing_field", "wrong_type"):
-            assert errors("clicks", json.loads(self.bad[reason][1])), reason
+            assert errors(topology.CLICKS.name, json.loads(self.bad[reason][1])), reason
 
     @property
     def users(self) -> set[str]:
@@ -147,27 +148,28 @@ def pipeline(ml100k_release: Path, movielens, tmp_path_factory: pytest.TempPathF
         # as kafka-init does in docker-compose: the topics exist, with the worker's partition count, before
         # the first click (the broker would auto-create `clicks` with its own default)
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in ("clicks", "user-interests", "candidates",
-                                                                   "clicks-dlq")])
+        admin.create_topics([NewTopic(t.name, PARTITIONS, 1) for t in (topology.CLICKS, topology.USER_INTERESTS,
+                                                                        topology.CANDIDATES, topology.CLICKS_DLQ)])
         admin.close()
         worker = Worker(broker.bootstrap, ml100k_release, tmp / "state-1", tmp / "worker-1.log", PARTITIONS, TOP_N)
         try:
             producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
             for key, value in scenario.clicks:
-                producer.send("clicks", key=key, value=value)
+                producer.send(topology.CLICKS.name, key=key, value=value)
             producer.flush()
             producer.close()
             expected = scenario.users - {scenario.unknown_only_user}
 
-            interests = read_topic(broker.bootstrap, "user-interests",
+            interests = read_topic(broker.bootstrap, topology.USER_INTERESTS.name,
                                    scenario.all_in,
                                    timeout_s=180, worker=worker)
-            candidates = read_topic(broker.bootstrap, "candidates",
+            candidates = read_topic(broker.bootstrap, topology.CANDIDATES.name,
                                     lambda rs: expected <= {json.loads(r.value)["user_id"] for r in rs},
                                     timeout_s=60)
             # every bad record; read after every user's interests are out, so a dead-lettered unknown item
             # (which must not happen) would be there too
-            dlq = read_topic(broker.bootstrap, "clicks-dlq", lambda rs: len(rs) >= len(scenario.bad), timeout_s=30)
+            dlq = read_topic(broker.bootstrap, topology.CLICKS_DLQ.name, lambda rs: len(rs) >= len(scenario.bad),
+                             timeout_s=30)
             yield {"broker": broker, "worker": worker, "scenario": scenario, "release": release, "tmp": tmp,
                    "interests": interests, "candidates": candidates, "dlq": dlq, "movielens": movielens,
                    "metrics": worker.metrics(), "read_at": time.time()}
@@ -316,7 +318,7 @@ def test_restart_keeps_every_behavior_sequence(pipeline: dict) -> None:
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
         t_after = time.time()  # later than every click of the scenario
         for user in users:
-            producer.send("clicks", key=user.encode(), value=json.dumps(
+            producer.send(topology.CLICKS.name, key=user.encode(), value=json.dumps(
                 {"event_id": f"after-{user}", "user_id": user, "item_id": item, "ts": t_after}).encode())
         producer.flush()
         producer.close()
@@ -324,7 +326,7 @@ def test_restart_keeps_every_behavior_sequence(pipeline: dict) -> None:
         def new(records: list) -> dict[str, dict]:
             return {v["user_id"]: v for v in values(records) if v["event_ts"] >= t_after}
 
-        records = read_topic(broker.bootstrap, "user-interests", lambda rs: len(new(rs)) >= len(users),
+        records = read_topic(broker.bootstrap, topology.USER_INTERESTS.name, lambda rs: len(new(rs)) >= len(users),
                              timeout_s=120, worker=worker)
         after = new(records)
         assert set(after) == set(users)
@@ -351,7 +353,7 @@ def test_interest_and_recall_roles_in_separate_workers(ml100k_release: Path, mov
             now = time.time()
             for user in users:
                 for n, item in enumerate(movielens.sequences[user][-10:]):
-                    producer.send("clicks", key=f"ml-{user}".encode(), value=json.dumps(
+                    producer.send(topology.CLICKS.name, key=f"ml-{user}".encode(), value=json.dumps(
                         {"event_id": f"{user}-{n}", "user_id": f"ml-{user}", "item_id": item, "ts": now + n}).encode())
             producer.close()
             expected = {f"ml-{u}" for u in users}
@@ -359,7 +361,7 @@ def test_interest_and_recall_roles_in_separate_workers(ml100k_release: Path, mov
             def complete(records: list) -> bool:  # every user's list computed from all 10 of its clicks
                 return expected <= {v["user_id"] for v in values(records) if v["event_ts"] == now + 9}
 
-            latest = latest_by_user(read_topic(broker.bootstrap, "candidates", complete, timeout_s=240,
+            latest = latest_by_user(read_topic(broker.bootstrap, topology.CANDIDATES.name, complete, timeout_s=240,
                                                worker=recall))
             for user in users:
                 value = latest[f"ml-{user}"]

@@ -11,7 +11,8 @@ import pytest
 
 from model.new_items import NewItems
 from model.release import Release
-from stream.worker.recall import BadInterests, parse_interests, recall, recall_batch
+from stream.messages import MessageError, UserInterests
+from stream.worker.recall import recall, recall_batch
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +64,21 @@ def test_n_larger_than_the_catalog(release: Release) -> None:
     assert len(out) == 299 and "item-0" not in {c["item_id"] for c in out}
 
 
-def test_parse_interests_rejects_what_recall_cannot_use() -> None:
-    good = b'{"user_id": "u", "model_version": "v", "interests": [[1.0, 2.0]], "event_ts": 1.0}'
-    assert parse_interests(good)["interests"].shape == (1, 2)
+def test_user_interests_reject_what_recall_cannot_use() -> None:
+    fields = '"user_id": "u", "model_version": "v", "seq_len": 3, "event_ts": 1.0, "computed_ts": 2.0'
+    good = UserInterests.from_json(b'{' + fields.encode() + b', "interests": [[1.0, 2.0]], "history": ["a"]}')
+    assert good.interests.shape == (1, 2) and good.history == ["a"] and not good.refresh
+    again = UserInterests.from_json(good.to_json())
+    assert (again.interests == good.interests).all() and again.seq_len == 3 and again.event_ts == 1.0
     for bad in (b"nope", b"[]", b'{"user_id": "u", "interests": [[1.0]]}',
                 b'{"user_id": "u", "model_version": "v", "interests": []}',
                 b'{"user_id": "u", "model_version": "v", "interests": [[1.0], [1.0, 2.0]]}',
-                b'{"user_id": "u", "model_version": "v", "interests": [["a"]]}'):
-        with pytest.raises(BadInterests):
-            parse_interests(bad)
+                b'{"user_id": "u", "model_version": "v", "interests": [["a"]]}',
+                b'{' + fields.encode() + b', "interests": [[NaN]]}',
+                b'{' + fields.replace('"seq_len": 3', '"seq_len": "3"').encode() + b', "interests": [[1.0]]}',
+                b'{' + fields.encode() + b', "interests": [[1.0]], "history": [1]}'):
+        with pytest.raises(MessageError):
+            UserInterests.from_json(bad)
 
 
 def test_a_batch_of_users_with_different_interest_counts_equals_each_user_alone(release: Release) -> None:

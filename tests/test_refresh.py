@@ -3,6 +3,7 @@ every stored user to a new release, is in tests/test_hotswap.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,14 +11,18 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from infra.broker import EmbeddedBroker
+from stream import topology
 from stream.commands.refresh import changelog_topics, read_users
 from stream.config import Settings
+from stream.worker.app import app_id
 
 
 def test_users_come_from_both_changelogs_tombstones_excluded_batch_tails_included(tmp_path: Path) -> None:
     settings = Settings(app_id="ms", topic_prefix="t-")
     all_role, interest_role = changelog_topics(settings)
-    assert (all_role, interest_role) == ("t-ms-behaviors-changelog", "t-ms-interest-behaviors-changelog")
+    # the app ids of role all and role interest (stream/worker/app.py); Faust's naming: tests/test_topology.py
+    roles = [app_id(dataclasses.replace(settings, role=role)) for role in ("all", "interest")]
+    assert [all_role, interest_role] == [topology.BEHAVIORS.changelog(a) for a in roles]
     with EmbeddedBroker(log_path=str(tmp_path / "broker.log")) as broker:
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
         admin.create_topics([NewTopic(all_role, 2, 1), NewTopic(interest_role, 2, 1)])

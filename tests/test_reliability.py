@@ -38,6 +38,7 @@ from infra.click_load import (
 from infra.measure import metric_value
 from infra.processes import wait_until
 from model.release import load_release
+from stream import topology
 from stream.topic_reader import TopicLog
 from tests.streamkit import BEHAVIORS_CHANGELOG, Worker, broker_with_topics
 
@@ -76,12 +77,13 @@ class Scenario:
 
     def producer(self, rate: float) -> PacedProducer:
         """The scenario's clicks, with the BAD records among them, at `rate` per second (not started)."""
-        p = PacedProducer(self.bootstrap, self.clicks, rate=rate, bad=BAD)
+        p = PacedProducer(self.bootstrap, topology.CLICKS.name, self.clicks, rate=rate, bad=BAD)
         self.producers.append(p)
         return p
 
     def warm_up(self, workers: list[Worker], users: int, ready: Callable[[], bool] | None = None) -> ProducedLog:
-        return warm_up(self.bootstrap, self.changelog, workers, users, self.clicks[0].item_id, ready=ready)
+        return warm_up(self.bootstrap, topology.CLICKS.name, self.changelog, workers, users, self.clicks[0].item_id,
+                       ready=ready)
 
     def wait_mid_stream(self, workers: list[Worker]) -> None:
         """Until a quarter of the stream is in the changelog: where each scenario injects its fault."""
@@ -131,8 +133,8 @@ def check_outputs(s: Scenario, log: ProducedLog, workers: list[Worker], label: s
         again = sum(fresh.get(u) != truth[u] for u in truth)
         raise AssertionError(f"{diagnosis(truth, got, lost, workers)}\n--- a fresh changelog reader: {again} users "
                              "differ")
-    candidates = TopicLog(bootstrap, "candidates")
-    dlq = TopicLog(bootstrap, "clicks-dlq")
+    candidates = TopicLog(bootstrap, topology.CANDIDATES.name)
+    dlq = TopicLog(bootstrap, topology.CLICKS_DLQ.name)
     try:
         wait_until(lambda: set(truth) <= {decode_key(r.key) for r in candidates.poll()}, 120, workers)
         with_candidates = set(truth) & {decode_key(r.key) for r in candidates.records}
@@ -222,15 +224,15 @@ def test_broker_reports_the_log_end_offset(tmp_path: Path) -> None:
     with broker_with_topics(tmp_path / "broker.log", 1) as broker:
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=500)
         try:
-            producer.send("clicks", key=b"u", value=b"first", partition=0).get(30)
+            producer.send(topology.CLICKS.name, key=b"u", value=b"first", partition=0).get(30)
             for n in range(4):  # one batch of 4 records (linger), base offset 1
-                producer.send("clicks", key=b"u", value=b"%d" % n, partition=0)
+                producer.send(topology.CLICKS.name, key=b"u", value=b"%d" % n, partition=0)
             producer.flush()
         finally:
             producer.close()
         consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None)
         try:
-            tp = TopicPartition("clicks", 0)
+            tp = TopicPartition(topology.CLICKS.name, 0)
             assert consumer.end_offsets([tp])[tp] == 5
         finally:
             consumer.close()
@@ -256,14 +258,15 @@ def test_broker_deletes_records_before_an_offset(tmp_path: Path) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
         await admin.start()
         try:
-            await admin.delete_records({AioTopicPartition("clicks", 0): RecordsToDelete(50)}, timeout_ms=5000)
+            await admin.delete_records({AioTopicPartition(topology.CLICKS.name, 0): RecordsToDelete(50)},
+                                       timeout_ms=5000)
         finally:
             await admin.close()
 
     with broker_with_topics(tmp_path / "broker.log", 1) as broker:
-        fill(broker.bootstrap, "clicks", 100)
+        fill(broker.bootstrap, topology.CLICKS.name, 100)
         asyncio.run(delete_half())
-        assert offsets(broker.bootstrap, "clicks")[0] == 50
+        assert offsets(broker.bootstrap, topology.CLICKS.name)[0] == 50
 
 
 @pytest.mark.slow

@@ -15,8 +15,10 @@ from model.data import load_dataset
 from model.mind import MINDConfig
 from model.release import current_release_dir, load_release
 from model.train import TrainConfig
-from stream.commands.announce import Announcement, publish
+from stream import topology
+from stream.commands.announce import publish
 from stream.commands.retrain import retrain
+from stream.messages import Announcement
 from stream.topic_reader import read_to_end
 from tests.streamkit import read_topic
 
@@ -25,10 +27,10 @@ TINY_TRAIN = TrainConfig(epochs=1, batch_size=256, threads=1, progress=False)
 
 
 def last_announcement(bootstrap: str) -> Announcement:
-    records = list(read_to_end(bootstrap, ["model-releases"]))
+    records = list(read_to_end(bootstrap, [topology.MODEL_RELEASES.name]))
     assert records, "nothing announced"
     assert records[-1].key == b"current"
-    return Announcement.parse(records[-1].value)
+    return Announcement.from_json(records[-1].value)
 
 
 def test_retrain_learns_items_that_only_appeared_in_the_stream(shared_data: Path, tmp_path: Path) -> None:
@@ -64,11 +66,11 @@ def test_retrain_learns_items_that_only_appeared_in_the_stream(shared_data: Path
     models = tmp_path / "models"
     with EmbeddedBroker(log_path=str(tmp_path / "broker.log")) as broker:
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        admin.create_topics([NewTopic("clicks", 2, 1), NewTopic("model-releases", 1, 1)])
+        admin.create_topics([NewTopic(topology.CLICKS.name, 2, 1), NewTopic(topology.MODEL_RELEASES.name, 1, 1)])
         admin.close()
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
         for key, value in sent:
-            producer.send("clicks", key=key, value=value)
+            producer.send(topology.CLICKS.name, key=key, value=value)
         producer.flush()
         producer.close()
 
@@ -103,10 +105,10 @@ def test_retrain_without_clicks_or_base_fails_and_announces_nothing(tmp_path: Pa
         with pytest.raises(DataError):
             retrain(tmp_path / "models", broker.bootstrap, model_cfg=TINY_MODEL, train_cfg=TINY_TRAIN)
         # model-releases read to a marker published now: the marker is all it holds
-        publish(broker.bootstrap, "model-releases", Announcement("marker", "/nowhere", "0" * 64, 0.0))
-        records = read_topic(broker.bootstrap, "model-releases",
-                             lambda rs: any(Announcement.parse(r.value).version == "marker" for r in rs), 60)
-        assert [Announcement.parse(r.value).version for r in records] == ["marker"]
+        publish(broker.bootstrap, topology.MODEL_RELEASES.name, Announcement("marker", "/nowhere", "0" * 64, 0.0))
+        records = read_topic(broker.bootstrap, topology.MODEL_RELEASES.name,
+                             lambda rs: any(Announcement.from_json(r.value).version == "marker" for r in rs), 60)
+        assert [Announcement.from_json(r.value).version for r in records] == ["marker"]
     assert not (tmp_path / "models" / "CURRENT").exists()
     assert not list((tmp_path / "models").glob("*/manifest.json"))
     assert not list((tmp_path / "models").glob("datasets/*"))

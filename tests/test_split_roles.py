@@ -29,9 +29,12 @@ from infra.click_load import PacedProducer, click_stream, sequences, table_state
 from infra.measure import metric_value
 from infra.processes import wait_until
 from model.release import load_release, set_current
+from stream import topology
 from stream.commands.announce import announcement_for, publish
-from stream.config import MIB, RocksDBSettings
+from stream.config import MIB, RocksDBSettings, Settings
+from stream.messages import UserInterests
 from stream.topic_reader import TopicLog
+from stream.worker.app import app_id
 from stream.worker.recall import request_from
 from stream.worker.releases import ReleaseRegistry
 from tests.conftest import V2_PREFIX, two_version_models
@@ -40,7 +43,7 @@ from tests.streamkit import Worker, broker_with_topics, read_topic
 PARTITIONS = 2
 USERS, PER_USER = 12, 20  # PER_USER <= max_len (20): the ground truth is every click, none ages out
 RATE = 8.0  # clicks/s: the stream lasts ~30 s, long enough for a swap in the middle of it
-INTEREST_CHANGELOG = "mindstream-interest-behaviors-changelog"  # app id of role interest + table name
+INTEREST_CHANGELOG = topology.BEHAVIORS.changelog(app_id(Settings(role="interest")))
 
 
 def lag_series(text: str, topic: str) -> dict[int, float]:
@@ -85,31 +88,33 @@ def run(ml100k_release: Path, v2_dir: Path, tmp_path_factory: pytest.TempPathFac
                           extra=("--role", role), models_dir=models)
 
         changelog = TopicLog(broker.bootstrap, INTEREST_CHANGELOG)
+        clicks = topology.CLICKS.name
         a, r = worker("interest-a", "interest"), worker("recall", "recall")
         workers = [a, r]
         producer = None
         try:
             # A alone holds both clicks partitions ...
-            log = warm_up(broker.bootstrap, changelog, workers, users=4, item=items[0],
-                          ready=lambda: set(lag_series(a.metrics(), "clicks")) == {0, 1})
+            log = warm_up(broker.bootstrap, clicks, changelog, workers, users=4, item=items[0],
+                          ready=lambda: set(lag_series(a.metrics(), topology.CLICKS.name)) == {0, 1})
             # ... until B joins its group: one partition moves, and A must stop exporting its lag
             b = worker("interest-b", "interest")
             workers.append(b)
 
             def split() -> bool:
-                return b.serving() and len(lag_series(a.metrics(), "clicks")) == 1 \
-                    and len(lag_series(b.metrics(), "clicks")) == 1
+                return b.serving() and len(lag_series(a.metrics(), topology.CLICKS.name)) == 1 \
+                    and len(lag_series(b.metrics(), topology.CLICKS.name)) == 1
 
             assert wait_until(split, 180, workers), "B never took a clicks partition from A"
-            lag = {"a": lag_series(a.metrics(), "clicks"), "b": lag_series(b.metrics(), "clicks")}
+            lag = {"a": lag_series(a.metrics(), clicks), "b": lag_series(b.metrics(), clicks)}
 
             t0 = time.time() - 100_000  # after the warm-up clicks (now - 200_000), before any real click
-            producer = PacedProducer(broker.bootstrap, click_stream(USERS, PER_USER, items, t0, prefix="sr"), RATE)
+            producer = PacedProducer(broker.bootstrap, clicks, click_stream(USERS, PER_USER, items, t0, prefix="sr"),
+                                     RATE)
             producer.start()
             assert wait_until(lambda: len(producer.log.clicks) >= USERS * PER_USER // 3, 120, workers)
             # v2 is announced mid-stream, as `retrain` does it: CURRENT first, then the announcement
             set_current(models, v2.version)
-            publish(broker.bootstrap, "model-releases", announcement_for(models / v2.version))
+            publish(broker.bootstrap, topology.MODEL_RELEASES.name, announcement_for(models / v2.version))
             for w in workers:
                 w.wait_metrics(['mindstream_model_swaps_total{result="ok"} 1.0',
                                 f'mindstream_model_info{{version="{v2.version}"}} 1.0'], 120)
@@ -133,15 +138,15 @@ def run(ml100k_release: Path, v2_dir: Path, tmp_path_factory: pytest.TempPathFac
                 seen = {(v["user_id"], v["event_ts"]) for v in (json.loads(x.value) for x in records)}
                 return all((u, ts) in seen for u, ts in last_ts.items())
 
-            candidates = read_topic(broker.bootstrap, "candidates", served, 180, r)
+            candidates = read_topic(broker.bootstrap, topology.CANDIDATES.name, served, 180, r)
 
             def drained() -> bool:
-                return all(v == 0 for w, topic in ((a, "clicks"), (b, "clicks"), (r, "user-interests"))
+                return all(v == 0 for w, topic in ((a, clicks), (b, clicks), (r, topology.USER_INTERESTS.name))
                            for v in lag_series(w.metrics(), topic).values())
 
             wait_until(drained, 60, workers)  # the lag sampler runs every 5 s and commits every ~3 s
-            drained_lag = {"a": lag_series(a.metrics(), "clicks"), "b": lag_series(b.metrics(), "clicks"),
-                           "recall": lag_series(r.metrics(), "user-interests")}
+            drained_lag = {"a": lag_series(a.metrics(), clicks), "b": lag_series(b.metrics(), clicks),
+                           "recall": lag_series(r.metrics(), topology.USER_INTERESTS.name)}
             yield Run(v1.version, v2.version, {v1.version: set(v1.item_ids), v2.version: set(v2.item_ids)}, truth,
                       got, candidates, last_ts, {w.name: w.metrics() for w in workers}, lag, drained_lag,
                       {"a": tmp / "state-interest-a", "b": tmp / "state-interest-b", "recall": tmp / "state-recall"},
@@ -226,7 +231,7 @@ def test_split_roles_tables_run_with_the_bounded_rocksdb_options(run: Run) -> No
                                                                                         * MIB), db
             assert re.search(r"^\s*max_write_buffer_number=(\d+)$", text, re.M).group(1) == str(
                 bounds.max_write_buffers), db
-        table = "latest-candidates" if name == "recall" else "behaviors"
+        table = topology.LATEST_CANDIDATES.name if name == "recall" else topology.BEHAVIORS.name
         assert all(table in str(db) for db in databases), (name, databases)
 
 
@@ -234,8 +239,8 @@ def test_split_roles_tables_run_with_the_bounded_rocksdb_options(run: Run) -> No
 
 
 def interests_event(version: str, vectors: list[list[float]], user: str = "u1") -> SimpleNamespace:
-    value = {"user_id": user, "model_version": version, "interests": vectors, "history": ["1"], "event_ts": 5.0}
-    return SimpleNamespace(value=json.dumps(value).encode(), message=SimpleNamespace(topic="user-interests",
+    value = UserInterests(user, version, np.asarray(vectors, dtype=np.float32), 1, 5.0, 6.0, ["1"])
+    return SimpleNamespace(value=value.to_json(), message=SimpleNamespace(topic=topology.USER_INTERESTS.name,
                                                                                      partition=0, offset=7))
 
 

@@ -24,6 +24,7 @@ from infra import browser
 from infra.processes import wait_until
 from model.data import load_dataset
 from model.release import load_release
+from stream import topology
 from stream.monitoring.pages import utc
 from stream.monitoring.web import PNG_SIGNATURE
 from tests.streamkit import REPO, Worker, broker_with_topics
@@ -119,7 +120,7 @@ def served(ml100k_release: Path, shared_data: Path, tmp_path_factory: pytest.Tem
                     sent.setdefault(user, []).append(item)
                     value = {"event_id": f"page-{user}-{n}", "user_id": user, "item_id": item, "ts": now - CLICKS + n,
                              "profile": ml.user_profile.get(user, {})}
-                    producer.send("clicks", key=user.encode(), value=json.dumps(value).encode())
+                    producer.send(topology.CLICKS.name, key=user.encode(), value=json.dumps(value).encode())
             producer.close()
             base = f"http://127.0.0.1:{worker.web_port}"
             last_ts = now - 1

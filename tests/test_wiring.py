@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from infra.measure import metric_value
 from model.release import ReleaseError, load_release
+from stream import topology
 from stream.commands.announce import announcement_for
 from stream.monitoring.lag import LagSampler
 from stream.worker.hotswap import REJECTED, handle
@@ -52,7 +53,7 @@ def test_a_tower_that_onnxruntime_cannot_load_is_rejected_although_its_checksums
     # announced to a serving worker's registry: rejected, the serving version stays
     registry = ReleaseRegistry(ml100k_release.parent)
     serving = registry.load_initial(ml100k_release).version
-    assert asyncio.run(handle(announcement_for(broken).to_bytes(), registry, tmp_path)) == REJECTED
+    assert asyncio.run(handle(announcement_for(broken).to_json(), registry, tmp_path)) == REJECTED
     assert registry.current.version == serving
 
 
@@ -104,15 +105,15 @@ def test_a_processing_error_costs_one_event_not_the_worker(ml100k_release: Path,
             pid = worker.pid
             producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20)
             for user, value in clicks:
-                producer.send("clicks", key=user.encode(), value=json.dumps(value).encode())
+                producer.send(topology.CLICKS.name, key=user.encode(), value=json.dumps(value).encode())
             producer.close()
 
             def served(records: list) -> bool:
                 latest = {v["user_id"]: v["event_ts"] for v in (json.loads(r.value) for r in records)}
                 return all(latest.get(u) == ts for u, ts in last_ts.items())
 
-            candidates = read_topic(broker.bootstrap, "candidates", served, 180, worker)
-            dlq = read_topic(broker.bootstrap, "clicks-dlq",
+            candidates = read_topic(broker.bootstrap, topology.CANDIDATES.name, served, 180, worker)
+            dlq = read_topic(broker.bootstrap, topology.CLICKS_DLQ.name,
                              lambda rs: any(json.loads(r.value)["reason"] == "processing_error" for r in rs), 60,
                              worker)
             text = worker.metrics()
@@ -161,17 +162,18 @@ def test_lag_sampler_is_highwater_minus_committed_and_forgets_revoked_partitions
     gauge = Gauge("lag_under_test", "lag", ["topic", "partition"], registry=registry)
     sampler = LagSampler(gauge)
     c = FakeConsumer()
-    p0, p1, p2 = (TopicPartition("clicks", p) for p in range(3))
-    changelog = TopicPartition("mindstream-behaviors-changelog", 0)
+    p0, p1, p2 = (TopicPartition(topology.CLICKS.name, p) for p in range(3))
+    changelog = TopicPartition(topology.BEHAVIORS.changelog("mindstream"), 0)
     c.assigned = {p0, p1, p2, changelog}
     c.highwater = {p0: 120, p1: 50, p2: 7, changelog: 999}
     c._committed_offset = {p0: 100, p1: 50}
     c.positions = {p2: 3}  # never committed yet: the fetch position stands in
 
     def value(partition: int) -> float | None:
-        return registry.get_sample_value("lag_under_test", {"topic": "clicks", "partition": str(partition)})
+        return registry.get_sample_value("lag_under_test", {"topic": topology.CLICKS.name, "partition": str(partition)})
 
-    assert asyncio.run(sampler.sample(c)) == {("clicks", 0): 20, ("clicks", 1): 0, ("clicks", 2): 4}
+    clicks = topology.CLICKS.name
+    assert asyncio.run(sampler.sample(c)) == {(clicks, 0): 20, (clicks, 1): 0, (clicks, 2): 4}
     assert (value(0), value(1), value(2)) == (20, 0, 4)
     # Faust's changelog is not an agent's source: no series for it
     assert registry.get_sample_value("lag_under_test", {"topic": changelog.topic, "partition": "0"}) is None
@@ -180,9 +182,9 @@ def test_lag_sampler_is_highwater_minus_committed_and_forgets_revoked_partitions
     c.assigned = {p0, p1, changelog}
     c._committed_offset[p0] = 120
     c.highwater[p1] = None
-    assert asyncio.run(sampler.sample(c)) == {("clicks", 0): 0}
+    assert asyncio.run(sampler.sample(c)) == {(topology.CLICKS.name, 0): 0}
     assert value(0) == 0 and value(1) is None and value(2) is None  # revoked/unknown: removed, not stale
     # a committed offset past the listed end (the broker lists a batch's base offset) is lag 0, not negative
     c.assigned = {p1}
     c.highwater[p1] = 40
-    assert asyncio.run(sampler.sample(c)) == {("clicks", 1): 0}
+    assert asyncio.run(sampler.sample(c)) == {(topology.CLICKS.name, 1): 0}

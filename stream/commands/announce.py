@@ -1,68 +1,18 @@
-"""The `model-releases` topic: the announcement of a release, as written by `retrain`/`rollback` and read by
-the workers' hot-swap task (stream/worker/hotswap.py).
-
-    key `current`, value {"version", "uri", "manifest_sha256", "created_ts"}   (ARCHITECTURE.md)
-
-The announcement names the release directory and the sha256 of its manifest.json; the manifest in turn holds
-the sha256 of every other file, so a worker that checks both serves exactly the bytes the trainer verified.
+"""Announcing a release on `model-releases` (value: stream/messages.py `Announcement`), as `retrain` and
+`rollback` do; the workers' hot-swap task (stream/worker/hotswap.py) reads it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from model.release import ReleaseError
 from stream.kafka_security import kafka_python_kwargs
+from stream.messages import Announcement
 
 KEY = b"current"
-
-
-class AnnouncementError(ReleaseError):
-    """A model-releases record that is not a usable announcement."""
-
-
-@dataclass(frozen=True)
-class Announcement:
-    version: str
-    uri: str
-    manifest_sha256: str
-    created_ts: float
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode("utf-8")
-
-    @classmethod
-    def parse(cls, raw: bytes | None) -> Announcement:
-        """Judge one record value; raises AnnouncementError saying what is wrong."""
-        try:
-            obj = json.loads(raw or b"")
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise AnnouncementError(f"not JSON: {e}") from None
-        if not isinstance(obj, dict):
-            raise AnnouncementError("not a JSON object")
-        for name in ("version", "uri", "manifest_sha256"):
-            if not isinstance(obj.get(name), str) or not obj[name]:
-                raise AnnouncementError(f"{name} missing or not a non-empty string")
-        version = obj["version"]
-        # the version names a directory under the models dir: no path tricks
-        if "/" in version or "\\" in version or version.startswith("."):
-            raise AnnouncementError(f"invalid version {version!r}")
-        created = obj.get("created_ts")
-        if isinstance(created, bool) or not isinstance(created, int | float) or not math.isfinite(created):
-            raise AnnouncementError("created_ts missing or not a finite number")
-        return cls(version, obj["uri"], obj["manifest_sha256"], float(created))
-
-    def release_dir(self, models_dir: str | Path | None) -> Path:
-        """Where to load the release from: `uri` when it is a directory here; otherwise models_dir/<version>
-        (the trainer and the worker may mount the same shared volume at different paths)."""
-        uri = self.uri.removeprefix("file://")
-        if Path(uri).is_dir() or models_dir is None:
-            return Path(uri)
-        return Path(models_dir) / self.version
 
 
 def announcement_for(release_dir: str | Path) -> Announcement:
@@ -90,7 +40,7 @@ def publish(bootstrap: str, topic: str, announcement: Announcement, timeout_s: f
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", retries=5, **kafka_python_kwargs())
     try:
-        producer.send(topic, key=KEY, value=announcement.to_bytes()).get(timeout=timeout_s)
+        producer.send(topic, key=KEY, value=announcement.to_json()).get(timeout=timeout_s)
         producer.flush(timeout=timeout_s)
     finally:
         producer.close()

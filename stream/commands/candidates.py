@@ -9,19 +9,20 @@ topic holds when it starts and exits; with `--follow` it keeps printing until Ct
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import TextIO
 
-from stream.config import CANDIDATES, Settings
+from stream.config import Settings
+from stream.messages import Candidates, MessageError
 from stream.topic_reader import TopicReader
+from stream.topology import CANDIDATES
 
 
 def read_candidates(bootstrap: str, topic: str, user: str | None = None, follow: bool = False,
-                    from_end: bool = False, wait_s: float = 5.0) -> Iterator[dict]:
-    """Candidate-list values (dicts) in partition order; `user` filters by key.
+                    from_end: bool = False, wait_s: float = 5.0) -> Iterator[Candidates]:
+    """Candidate lists in partition order; `user` filters by key.
 
     Without `follow` it stops once every partition's end (taken at the start) is reached. A missing topic
     yields nothing after `wait_s` (with `follow` it is waited for).
@@ -35,30 +36,24 @@ def read_candidates(bootstrap: str, topic: str, user: str | None = None, follow:
             if key is not None and rec.key != key:
                 continue
             try:
-                value = json.loads(rec.value)
-            except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+                value = Candidates.from_json(rec.value)
+            except MessageError:
                 continue  # not ours to judge; the topic's producer is the worker
-            if isinstance(value, dict):
-                yield value
+            yield value
 
 
-def latency_ms(value: dict[str, Any]) -> float | None:
-    """Click -> candidates latency: published_ts - event_ts, in ms."""
-    try:
-        return (float(value["published_ts"]) - float(value["event_ts"])) * 1000.0
-    except (KeyError, TypeError, ValueError):
-        return None
+def latency_ms(value: Candidates) -> float | None:
+    """Click -> candidates latency: published_ts - event_ts, in ms (None for a list no click caused)."""
+    return None if value.event_ts is None else (value.published_ts - value.event_ts) * 1000.0
 
 
-def format_candidates(value: dict[str, Any], top: int = 10) -> str:
+def format_candidates(value: Candidates, top: int = 10) -> str:
     """One readable block: user, model version, latency, then the top items with scores."""
     lat = latency_ms(value)
-    items = value.get("items") or []
-    head = (f"user {value.get('user_id', '?')}  model {value.get('model_version', '?')}  "
-            f"event->candidates {lat:.1f} ms" if lat is not None else
-            f"user {value.get('user_id', '?')}  model {value.get('model_version', '?')}  latency n/a")
-    shown = [f"{c.get('item_id')} ({float(c.get('score', 'nan')):.3f}, k{c.get('interest', '?')})"
-             for c in items[:top]]
+    items = value.items
+    head = f"user {value.user_id}  model {value.model_version}  " + (
+        f"event->candidates {lat:.1f} ms" if lat is not None else "latency n/a")
+    shown = [f"{c['item_id']} ({c['score']:.3f}, k{c['interest']})" for c in items[:top]]
     more = f"  ... {len(items) - top} more" if len(items) > top else ""
     return f"{head}  [{len(items)} items]\n    " + "  ".join(shown) + more
 
@@ -69,7 +64,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     settings = Settings.from_env()
     p.add_argument("--bootstrap", default=settings.bootstrap,
                    help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP; default %(default)s)")
-    p.add_argument("--topic", default=settings.topic(CANDIDATES),
+    p.add_argument("--topic", default=settings.topic(CANDIDATES.name),
                    help="candidates topic (env MINDSTREAM_TOPIC_PREFIX is prepended; default %(default)s)")
     p.add_argument("--user", default=None, help="only this user id (default: every user)")
     p.add_argument("--follow", action="store_true", help="keep printing new lists until Ctrl-C")
@@ -78,10 +73,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print each value as one JSON line instead")
 
 
-def print_candidates(values: Iterator[dict], top: int, as_json: bool, out: TextIO) -> int:
+def print_candidates(values: Iterator[Candidates], top: int, as_json: bool, out: TextIO) -> int:
     n = 0
     for value in values:
-        print(json.dumps(value) if as_json else format_candidates(value, top), file=out, flush=True)
+        print(value.to_json().decode("utf-8") if as_json else format_candidates(value, top), file=out, flush=True)
         n += 1
     return n
 

@@ -30,9 +30,11 @@ from infra.broker import kafka_bootstrap
 from infra.measure import percentile
 from infra.processes import WorkerProcess
 from stream.commands.candidates import format_candidates, latency_ms
-from stream.config import CANDIDATES, CLICKS, Settings
+from stream.config import Settings
 from stream.kafka_security import kafka_python_kwargs
+from stream.messages import Candidates, MessageError
 from stream.topic_reader import TopicReader
+from stream.topology import CANDIDATES, CLICKS
 
 # The demo's catalog: small enough to train in well under a minute on 2 cores, with clear interests.
 DEMO_SIM = {"n_users": 800, "n_items": 2000, "n_categories": 20, "clicks_per_user": 30}
@@ -45,14 +47,14 @@ class CandidateCollector:
 
     bootstrap: str
     topic: str
-    values: list[dict] = field(default_factory=list)
+    values: list[Candidates] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
     def start(self) -> CandidateCollector:
-        self._thread = threading.Thread(target=self._run, name="candidates", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="candidate-collector", daemon=True)
         self._thread.start()
         self._ready.wait(30)
         return self
@@ -62,16 +64,15 @@ class CandidateCollector:
             with TopicReader(self.bootstrap, self.topic, fetch_max_wait_ms=50) as reader:
                 self._ready.set()
                 while not self._stop.is_set():
-                    self.values.extend(json.loads(r.value) for r in reader.poll(timeout_ms=100))
+                    for r in reader.poll(timeout_ms=100):
+                        with contextlib.suppress(MessageError):  # the worker is the topic's producer
+                            self.values.append(Candidates.from_json(r.value))
         except BaseException as e:  # surfaced to the main thread by wait_for
             self.error = e
             self._ready.set()
 
-    def latest(self) -> dict[str, dict]:
-        out: dict[str, dict] = {}
-        for v in list(self.values):
-            out[str(v.get("user_id"))] = v
-        return out
+    def latest(self) -> dict[str, Candidates]:
+        return {v.user_id: v for v in list(self.values)}
 
     def wait_for(self, predicate, timeout_s: float, workers: list[WorkerProcess] = ()) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -195,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
         source = open_source(data_path, None)
         events = list(itertools.islice(limit_users(source.events(), args.users), args.events))
         show = _pick_users(events, args.show)
-        collector = CandidateCollector(bootstrap, settings.topic(CANDIDATES)).start()
+        collector = CandidateCollector(bootstrap, settings.topic(CANDIDATES.name)).start()
         stack.callback(collector.stop)
 
         # one click first: the lists that come back prove the workers joined and serve the release
@@ -203,7 +204,7 @@ def _run(args: argparse.Namespace) -> int:
         t_wait = time.monotonic()
         # a user of its own, so the replayed users' sequences stay exactly the dataset's
         warm = {"event_id": f"demo-warmup-{time.time()}", "user_id": "demo-warmup", "item_id": events[0]["item_id"]}
-        produce(iter([warm]), bootstrap, settings.topic(CLICKS), progress=False)
+        produce(iter([warm]), bootstrap, settings.topic(CLICKS.name), progress=False)
         if not collector.wait_for(lambda: bool(collector.values), 120, workers):
             raise CommandError("no candidates 120 s after the first click; worker logs: "
                              + ", ".join(str(w.log_path) for w in workers))
@@ -211,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
 
         _step(f"replaying {len(events)} clicks of {len({e['user_id'] for e in events})} users at {args.rate:g}/s")
         before = len(collector.values)
-        summary = produce(iter(events), bootstrap, settings.topic(CLICKS), rate=args.rate)
+        summary = produce(iter(events), bootstrap, settings.topic(CLICKS.name), rate=args.rate)
         print(f"sent {summary.sent} clicks in {summary.elapsed_s:.1f} s")
         # wait until the lists stop coming: every click processed, or the workers idle for 3 s
         last = [len(collector.values), time.monotonic()]
@@ -239,7 +240,7 @@ def _run(args: argparse.Namespace) -> int:
             print("  " + format_candidates(value, args.top))
             if dataset.item_categories:
                 top_cats = Counter(dataset.item_categories.get(c["item_id"], ["?"])[0]
-                                   for c in value.get("items", [])[:50])
+                                   for c in value.items[:50])
                 print(f"    categories of the top 50 candidates: {dict(top_cats.most_common(6))}")
 
         lats = [x for x in (latency_ms(v) for v in published) if x is not None]

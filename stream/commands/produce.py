@@ -29,9 +29,10 @@ from pathlib import Path
 
 from model.data import DataError, iter_json_objects, load_dataset, parse_ts
 from stream.commands.simulate import ClickSimulator, add_sim_arguments, sim_config_from
-from stream.config import CANDIDATES, CLICKS, CLICKS_DLQ, ITEMS, USER_INTERESTS, Settings
+from stream.config import Settings
 from stream.topic_writer import SendSummary, ensure_topics, send_keyed
-from stream.worker.catalog import read_catalog
+from stream.topology import CLICKS, ITEMS, PIPELINE
+from stream.worker.catalog import read_catalog, record
 
 CLICK_LOG_SUFFIXES = (".jsonl", ".ndjson", ".csv")
 
@@ -141,10 +142,8 @@ class ProduceSummary(SendSummary):
 
 
 def pipeline_topics(settings: Settings) -> list[str]:
-    """The topics the worker reads and writes (ARCHITECTURE.md), with the deployment's prefix."""
-    from stream.commands.refresh import REFRESH_REQUESTS
-
-    return [settings.topic(t) for t in (CLICKS, USER_INTERESTS, CANDIDATES, CLICKS_DLQ, REFRESH_REQUESTS)]
+    """The topics created before a worker starts (stream/topology.py PIPELINE), with the deployment's prefix."""
+    return [settings.topic(t.name) for t in PIPELINE]
 
 
 def produce(events: Iterator[dict], bootstrap: str, topic: str, rate: float = 0.0, limit: int | None = None,
@@ -184,9 +183,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     settings = Settings.from_env()
     p.add_argument("--bootstrap", default=settings.bootstrap,
                    help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP; default %(default)s)")
-    p.add_argument("--topic", default=settings.topic(CLICKS),
+    p.add_argument("--topic", default=settings.topic(CLICKS.name),
                    help="clicks topic (env MINDSTREAM_TOPIC_PREFIX is prepended; default %(default)s)")
-    p.add_argument("--items-topic", default=settings.topic(ITEMS),
+    p.add_argument("--items-topic", default=settings.topic(ITEMS.name),
                    help="catalog topic of --items (env MINDSTREAM_TOPIC_PREFIX is prepended; default %(default)s)")
     p.add_argument("--rate", type=float, default=float(os.environ.get("MINDSTREAM_PRODUCE_RATE", "100")),
                    help="events per second, 0 = as fast as possible (env MINDSTREAM_PRODUCE_RATE; "
@@ -209,7 +208,7 @@ def produce_items(path: Path, bootstrap: str, topic: str, partitions: int, progr
     send: a bad file sends nothing)."""
     items = list(read_catalog(path))
     ensure_topics(bootstrap, [topic], partitions)
-    return send_keyed(items, lambda item: item.record(), bootstrap, topic, progress=progress, total=len(items),
+    return send_keyed(items, record, bootstrap, topic, progress=progress, total=len(items),
                       unit="item")
 
 

@@ -22,12 +22,13 @@ import os
 import time
 from dataclasses import dataclass
 
-from stream.config import CLICKS, Settings
+from stream.config import Settings
 from stream.kafka_security import kafka_python_kwargs
+from stream.messages import RefreshRequest
 from stream.topic_reader import read_to_end
 from stream.topic_writer import SendSummary, ensure_topics, send_keyed
+from stream.topology import BEHAVIORS, CLICKS, REFRESH_REQUESTS
 
-REFRESH_REQUESTS = "refresh-requests"
 RATE = 200.0  # requests per second: each costs a tower row, an ANN search and two records
 
 
@@ -35,7 +36,7 @@ def changelog_topics(settings: Settings) -> list[str]:
     """Where a `behaviors` table may keep its changelog: Faust's `<app id>-behaviors-changelog`, with the app
     id of stream/worker/app.py for the roles that hold the table."""
     base = settings.topic_prefix + settings.app_id
-    return [f"{base}-behaviors-changelog", f"{base}-interest-behaviors-changelog"]
+    return [BEHAVIORS.changelog(base), BEHAVIORS.changelog(f"{base}-interest")]
 
 
 def read_users(bootstrap: str, topics: list[str], timeout_s: float = 60.0) -> list[str]:
@@ -57,7 +58,7 @@ def clicks_partitions(bootstrap: str, settings: Settings) -> int:
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, **kafka_python_kwargs())
     try:
-        return len(consumer.partitions_for_topic(settings.topic(CLICKS)) or ()) or settings.partitions
+        return len(consumer.partitions_for_topic(settings.topic(CLICKS.name)) or ()) or settings.partitions
     finally:
         consumer.close()
 
@@ -71,7 +72,7 @@ def request_refresh(users: list[str], bootstrap: str, topic: str, rate: float, p
     """One request per user on `topic` (key = user id) at `rate` per second."""
 
     def to_record(user: str) -> tuple[bytes, bytes]:
-        return user.encode("utf-8"), json.dumps({"requested_ts": time.time()}).encode()
+        return user.encode("utf-8"), RefreshRequest(time.time()).to_json()
 
     sent = send_keyed(users, to_record, bootstrap, topic, rate=rate, progress=progress, total=len(users),
                       unit="user", desc=f"refresh requests to {topic}")
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--rate must be > 0 (the refresh is bounded)")
     settings = Settings(bootstrap=args.bootstrap, topic_prefix=args.topic_prefix, app_id=args.app_id,
                         partitions=args.partitions)
-    topic = settings.topic(REFRESH_REQUESTS)
+    topic = settings.topic(REFRESH_REQUESTS.name)
     users = read_users(args.bootstrap, changelog_topics(settings))
     if not users:
         print(f"no stored behaviors in {' or '.join(changelog_topics(settings))}: nothing to refresh")

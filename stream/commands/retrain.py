@@ -29,9 +29,10 @@ from model.data import load_dataset
 from model.release import ReleaseError, current_release_dir, load_release, new_version, set_current
 from model.settings import add_flags, from_args, setting
 from stream.commands.announce import announcement_for, publish
-from stream.config import CLICKS, ITEMS, MODEL_RELEASES, Settings
+from stream.config import Settings
 from stream.events import Click, InvalidEvent, parse_click
 from stream.topic_reader import read_to_end
+from stream.topology import CLICKS, ITEMS, MODEL_RELEASES
 from stream.worker import catalog
 
 if TYPE_CHECKING:
@@ -132,10 +133,10 @@ def retrain(models_dir: str | Path, bootstrap: str, topic_prefix: str = "", days
 
     models_dir = Path(models_dir)
     since = None if days <= 0 else (time.time() if now is None else now) - days * 86400.0
-    clicks, stats = read_clicks(bootstrap, topic_prefix + CLICKS, since)
+    clicks, stats = read_clicks(bootstrap, topic_prefix + CLICKS.name, since)
     version = new_version()
     dataset = models_dir / "datasets" / f"{version}.jsonl"
-    write_training_set(dataset, clicks, base, catalog.read_topic(bootstrap, topic_prefix + ITEMS))
+    write_training_set(dataset, clicks, base, catalog.read_topic(bootstrap, topic_prefix + ITEMS.name))
     try:
         previous = current_release_dir(models_dir).name
     except ReleaseError:
@@ -153,7 +154,7 @@ def retrain(models_dir: str | Path, bootstrap: str, topic_prefix: str = "", days
             set_current(models_dir, previous)
         raise
     if announce:
-        publish(bootstrap, topic_prefix + MODEL_RELEASES, announcement_for(path))
+        publish(bootstrap, topic_prefix + MODEL_RELEASES.name, announcement_for(path))
     return path, stats
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from model.release import ReleaseError, current_release_dir, load_release, set_current
 from stream.commands.announce import announcement_for, publish, releases_by_age
-from stream.config import MODEL_RELEASES, Settings
+from stream.config import Settings
+from stream.topology import MODEL_RELEASES
 
 
 def previous_version(models_dir: str | Path) -> str:
@@ -52,6 +53,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     before = current_release_dir(args.models_dir).name
-    version = rollback(args.models_dir, args.bootstrap, args.topic_prefix + MODEL_RELEASES, args.to)
-    print(f"rolled back {before} -> {version}; announced on {args.topic_prefix + MODEL_RELEASES}")
+    version = rollback(args.models_dir, args.bootstrap, args.topic_prefix + MODEL_RELEASES.name, args.to)
+    print(f"rolled back {before} -> {version}; announced on {args.topic_prefix + MODEL_RELEASES.name}")
     return 0

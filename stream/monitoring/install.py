@@ -11,9 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from stream.monitoring import lag, online, web
-from stream.worker.recall import LATEST_CANDIDATES_TABLE
-
-BEHAVIORS_TABLE = "behaviors"  # stream/worker/interests.py
+from stream.topology import BEHAVIORS, LATEST_CANDIDATES
 
 
 def install(app: Any, settings: Any, registry: Any) -> None:
@@ -22,9 +20,9 @@ def install(app: Any, settings: Any, registry: Any) -> None:
         return
     app._mindstream_monitoring = True
     lag.install(app)
-    latest = app.tables.get(LATEST_CANDIDATES_TABLE)  # read with stream.worker.recall.latest_candidates
+    latest = app.tables.get(LATEST_CANDIDATES.name)  # read with stream.worker.recall.latest_candidates
     if latest is not None:
         online.install(app, settings, latest)
-    behaviors = app.tables.get(BEHAVIORS_TABLE)
+    behaviors = app.tables.get(BEHAVIORS.name)
     if behaviors is not None:
         web.install(app, behaviors, registry, latest)

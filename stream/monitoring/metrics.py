@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
+from stream.topology import ITEMS
+
 # 0.5 ms .. 10 s, roughly x2 per step: the tower and recall live in the first buckets, click -> candidates
 # under load in the last.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -68,7 +70,7 @@ for _status in ("ok", "invalid", "duplicate", "unknown_item"):
     EVENTS.labels(status=_status)  # series exist at 0 from the start: rate() has data, alerts see a baseline
 for _status in ("ok", "no_behaviors", "unknown_items", "error"):
     REFRESHES.labels(status=_status)
-for _source in ("items", "click"):
+for _source in (ITEMS.name, "click"):  # stream/worker/catalog.py ITEMS_SOURCE, CLICK_SOURCE
     NEW_ITEMS.labels(source=_source)
 for _status in ("ok", "invalid"):
     ITEM_RECORDS.labels(status=_status)

@@ -19,9 +19,11 @@ the same topic (Faust delivers each record to both) and only reads, so it adds n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from stream.messages import Candidates
 
 TOP_K: tuple[int, ...] = (10, 50, 100)
 
@@ -43,27 +45,24 @@ class OnlineOutcome:
     hits: dict[int, bool]
 
 
-def judge(latest: Mapping[str, Any] | None, clicked_item: str, click_ts: float,
+def judge(latest: Candidates | None, clicked_item: str, click_ts: float,
           ks: Iterable[int] = TOP_K) -> OnlineOutcome | None:
-    """Judge a click against `latest`, a `candidates` topic value (see ARCHITECTURE.md).
+    """Judge a click against `latest`, the user's latest candidate list.
 
     "Published before the click" is read in event time: the list must come from a click earlier than
     this one (`event_ts` < the click's `ts`), so a list computed *from* this click (it can be in the table
     already when this click is judged late) never counts as predicting it. Lists without `event_ts` fall
     back to `published_ts` <= the click's `ts`. Returns None when no list qualifies: nothing was predicted.
     """
-    if not latest:
+    if latest is None:
         return None
-    event_ts = latest.get("event_ts")
-    if isinstance(event_ts, int | float):
-        if not event_ts < click_ts:
+    if latest.event_ts is not None:
+        if not latest.event_ts < click_ts:
             return None
-    else:
-        published = latest.get("published_ts")
-        if not isinstance(published, int | float) or published > click_ts:
-            return None
-    ids = [str(c["item_id"]) for c in latest.get("items", ())]
-    return OnlineOutcome(version=str(latest.get("model_version", "")), hits=hits_at(ids, clicked_item, ks))
+    elif latest.published_ts > click_ts:
+        return None
+    ids = [c["item_id"] for c in latest.items]
+    return OnlineOutcome(version=latest.model_version, hits=hits_at(ids, clicked_item, ks))
 
 
 class OnlineHitRate:
@@ -79,7 +78,7 @@ class OnlineHitRate:
         self.hits = hits
         self.ks = tuple(ks)
 
-    def observe(self, latest: Mapping[str, Any] | None, clicked_item: str, click_ts: float) -> OnlineOutcome | None:
+    def observe(self, latest: Candidates | None, clicked_item: str, click_ts: float) -> OnlineOutcome | None:
         outcome = judge(latest, clicked_item, click_ts, self.ks)
         if outcome is None:
             return None
@@ -102,12 +101,12 @@ def from_metrics() -> OnlineHitRate:
 def install(app: Any, settings: Any, latest_table: Any, rate: OnlineHitRate | None = None) -> Any:
     """Declare the online hit-rate agent on `app`: every valid click is judged against
     `latest_table[user_id]` (the user's latest `candidates` value). Returns the agent."""
-    from stream.config import CLICKS
     from stream.events import InvalidEvent, parse_click
+    from stream.topology import CLICKS
     from stream.worker.recall import latest_candidates
 
     rate = rate or from_metrics()
-    clicks_topic = app.topic(settings.topic(CLICKS), key_serializer="raw", value_serializer="raw",
+    clicks_topic = app.topic(settings.topic(CLICKS.name), key_serializer="raw", value_serializer="raw",
                              partitions=settings.partitions)
 
     @app.agent(clicks_topic, name="online-hit-rate")

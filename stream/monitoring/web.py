@@ -26,6 +26,7 @@ import faust
 
 from model.explain import plot_coupling, user_coupling
 from model.release import Release
+from stream.messages import Candidates
 from stream.monitoring import pages
 from stream.worker import recall
 from stream.worker.behaviors import Behaviors
@@ -38,7 +39,7 @@ RECENT_USERS = 20
 RECENT_SCAN = 20_000
 
 
-def user_document(user_id: str, state: dict[str, Any], latest: dict[str, Any] | None,
+def user_document(user_id: str, state: dict[str, Any], latest: Candidates | None,
                   serving_version: str | None) -> dict[str, Any]:
     """The JSON body of GET /users/{id}."""
     behaviors = Behaviors.from_state(state)
@@ -47,9 +48,9 @@ def user_document(user_id: str, state: dict[str, Any], latest: dict[str, Any] | 
         "behaviors": [{"ts": ts, "item_id": item} for ts, item in behaviors.seq],
         "profile": behaviors.profile,
         # the version whose interests produced the latest candidates; the serving one when there are none yet
-        "model_version": (latest or {}).get("model_version") or serving_version,
+        "model_version": latest.model_version if latest is not None else serving_version,
         "serving_version": serving_version,
-        "candidates": latest,
+        "candidates": latest.to_dict() if latest is not None else None,
     }
 
 
@@ -105,13 +106,12 @@ def install(app: faust.App, behaviors_table: Any, releases: Any, candidates_tabl
         except LookupError:
             return None
 
-    def latest_candidates(user_id: str) -> dict[str, Any] | None:
+    def latest_candidates(user_id: str) -> Candidates | None:
         return recall.latest_candidates(candidates_table, user_id) if candidates_table is not None else None
 
-    def explained_release(latest: dict[str, Any] | None) -> Release | None:
+    def explained_release(latest: Candidates | None) -> Release | None:
         """The model that produced the user's candidates when it is still loaded, else the serving one."""
-        version = (latest or {}).get("model_version")
-        release = releases.get(version) if version else None
+        release = releases.get(latest.model_version) if latest is not None else None
         if release is None:
             try:
                 release = releases.current

@@ -1,5 +1,6 @@
 """The Faust App of a mindstream worker. Agents, their topics and their tables are declared where they are
-used (stream/worker/interests.py, stream/worker/recall.py); this module holds what they share."""
+used (stream/worker/interests.py, stream/worker/recall.py), under the names of stream/topology.py; this module
+holds what they share."""
 
 from __future__ import annotations
 

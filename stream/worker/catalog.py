@@ -1,4 +1,4 @@
-"""The `items` topic: the item catalog, keyed by item id (`item_id`, optional `category`, optional `ts`).
+"""The `items` topic: the item catalog, keyed by item id (value: stream/messages.py `CatalogItem`).
 
     catalog service, `mindstream produce --items FILE`, a worker's first click of a new item ──► items
     items ──► every worker (its own group-less consumer, from the start) ──► ReleaseRegistry.add_item
@@ -15,17 +15,16 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stream.config import ITEMS, Settings
-from stream.events import MAX_ID_CHARS
+from stream.config import Settings
 from stream.kafka_security import aiokafka_kwargs
+from stream.messages import CatalogItem, MessageError
 from stream.monitoring import metrics
+from stream.topology import ITEMS
 
 if TYPE_CHECKING:  # `mindstream produce --items` and `retrain` import this module without the worker's stack
     import faust
@@ -34,46 +33,14 @@ if TYPE_CHECKING:  # `mindstream produce --items` and `retrain` import this modu
 
 log = logging.getLogger(__name__)
 
-ITEMS_SOURCE = "items"
+# the `source` label of mindstream_new_items_total: where the worker heard of the item
+ITEMS_SOURCE = ITEMS.name
 CLICK_SOURCE = "click"
 
 
-@dataclass(frozen=True)
-class CatalogItem:
-    item_id: str
-    category: str | None = None
-    ts: float | None = None
-
-    def record(self) -> tuple[bytes, bytes]:
-        value: dict = {"item_id": self.item_id}
-        if self.category is not None:
-            value["category"] = self.category
-        if self.ts is not None:
-            value["ts"] = self.ts
-        return self.item_id.encode("utf-8"), json.dumps(value).encode("utf-8")
-
-
-def _text(obj: dict, name: str) -> str | None:
-    value = obj.get(name)
-    if value is None and name != "item_id":
-        return None
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
-        raise ValueError(f"{name} must be a string of 1..{MAX_ID_CHARS} characters")
-    return value
-
-
-def parse_item(raw: bytes | None) -> CatalogItem:
-    """One `items` value; ValueError saying what is wrong."""
-    try:
-        obj = json.loads(raw or b"")
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ValueError(f"not JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise ValueError("not a JSON object")
-    ts = obj.get("ts")
-    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts)):
-        raise ValueError("ts must be a finite number")
-    return CatalogItem(_text(obj, "item_id"), _text(obj, "category"), None if ts is None else float(ts))
+def record(item: CatalogItem) -> tuple[bytes, bytes]:
+    """The `items` record of `item`: (key, value)."""
+    return item.item_id.encode("utf-8"), item.to_json()
 
 
 def read_catalog(path: Path) -> Iterator[CatalogItem]:
@@ -100,8 +67,8 @@ def _checked(path: Path, rows: Iterator[tuple[int, dict]]) -> Iterator[CatalogIt
             except ValueError:
                 raise DataError(f"{path}:{n}: ts is not a number: {row['ts']!r}") from None
         try:
-            yield parse_item(json.dumps(row).encode("utf-8"))
-        except ValueError as e:
+            yield CatalogItem.from_json(json.dumps(row).encode("utf-8"))
+        except MessageError as e:
             raise DataError(f"{path}:{n}: {e}") from None
 
 
@@ -112,8 +79,8 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> dict[str,
     out: dict[str, str] = {}
     for record in read_to_end(bootstrap, [topic], timeout_s):
         try:
-            item = parse_item(record.value)
-        except ValueError:
+            item = CatalogItem.from_json(record.value)
+        except MessageError:
             continue
         if item.category is not None:
             out[item.item_id] = item.category
@@ -135,9 +102,9 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry, poll_
 
     from stream.topic_reader import assign_all
 
-    topic_name = settings.topic(ITEMS)
+    topic_name = settings.topic(ITEMS.name)
     topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
-                      compacting=True)
+                      compacting=ITEMS.compacted)
 
     @app.task
     async def follow_items() -> None:
@@ -156,8 +123,8 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry, poll_
 
     def apply(raw: bytes | None) -> None:
         try:
-            item = parse_item(raw)
-        except ValueError as e:
+            item = CatalogItem.from_json(raw)
+        except MessageError as e:
             metrics.ITEM_RECORDS.labels(status="invalid").inc()
             log.warning("items record skipped: %s", e)
             return
@@ -172,5 +139,5 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry, poll_
 
 async def announce(topic: faust.types.TopicT, item_id: str, category: str) -> None:
     """Publish an item first seen in a click (with its category) to `items`."""
-    key, value = CatalogItem(item_id, category, time.time()).record()
+    key, value = record(CatalogItem(item_id, category, time.time()))
     await topic.send(key=key, value=value)

@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING
 import faust
 
 from model.release import Release, ReleaseError, load_release
-from stream.commands.announce import Announcement
-from stream.config import MODEL_RELEASES, Settings
+from stream.config import Settings
 from stream.kafka_security import aiokafka_kwargs
+from stream.messages import Announcement, MessageError
 from stream.monitoring import metrics
 from stream.topic_reader import assign_all
+from stream.topology import MODEL_RELEASES
 from stream.worker.releases import ReleaseRegistry
 
 if TYPE_CHECKING:
@@ -59,8 +60,8 @@ def verify(announcement: Announcement, models_dir: str | Path | None) -> Release
 async def handle(raw: bytes | None, registry: ReleaseRegistry, models_dir: str | Path | None) -> str:
     """Process one model-releases record: OK (now serving it), REJECTED or SKIPPED."""
     try:
-        announcement = Announcement.parse(raw)
-    except ReleaseError as e:
+        announcement = Announcement.from_json(raw)
+    except MessageError as e:
         metrics.MODEL_SWAPS.labels(result=REJECTED).inc()
         log.error("model-releases record rejected: %s", e)
         return REJECTED
@@ -97,9 +98,9 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry, poll_
     """Add the release-following task to `app` (every role: both agents serve from the registry)."""
     from aiokafka import AIOKafkaConsumer
 
-    topic_name = settings.topic(MODEL_RELEASES)
+    topic_name = settings.topic(MODEL_RELEASES.name)
     # declared so the topic exists (one partition: announcements are totally ordered) before it is read
-    topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw", partitions=1)
+    topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw", partitions=MODEL_RELEASES.partitions)
     models_dir = settings.models_dir or None
 
     @app.task

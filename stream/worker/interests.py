@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import faust
 import numpy as np
@@ -26,13 +25,14 @@ import torch
 
 from model.mind import interest_similarity
 from model.release import Release
-from stream.commands.refresh import REFRESH_REQUESTS
-from stream.config import CLICKS, CLICKS_DLQ, USER_INTERESTS, Settings
-from stream.events import UNKNOWN_ITEM, Click, InvalidEvent, dead_letter, parse_click
+from stream.config import Settings
+from stream.events import UNKNOWN_ITEM, Click, InvalidEvent, parse_click
+from stream.messages import CatalogItem, DeadLetter, UserInterests
 from stream.monitoring import metrics
+from stream.topology import BEHAVIORS, CLICKS, CLICKS_DLQ, REFRESH_REQUESTS, USER_INTERESTS
 from stream.worker.app import current_event, table_options
 from stream.worker.behaviors import Behaviors
-from stream.worker.catalog import CLICK_SOURCE, CatalogItem, announce, register
+from stream.worker.catalog import CLICK_SOURCE, announce, register
 from stream.worker.recall import CandidatesPublisher, RecallRequest
 from stream.worker.releases import ReleaseRegistry
 
@@ -51,19 +51,12 @@ class _Pending:
 
 
 def interests_message(user_id: str, release: Release, interests: np.ndarray, behaviors: Behaviors,
-                      event_ts: float) -> dict[str, Any]:
-    """The user-interests value (ARCHITECTURE.md) of the user's K'u `interests` [K'u, d]. `history` (the
-    sequence's item ids, oldest first) is added so the recall agent, which may run on another worker, can drop
-    already-seen items."""
-    return {
-        "user_id": user_id,
-        "model_version": release.version,
-        "interests": interests.astype(float).tolist(),
-        "seq_len": len(behaviors.seq),
-        "event_ts": event_ts,
-        "computed_ts": time.time(),
-        "history": behaviors.items,
-    }
+                      event_ts: float, refresh: bool = False) -> UserInterests:
+    """The user-interests value of the user's K'u `interests` [K'u, d]. `history` (the sequence's item ids,
+    oldest first) goes with it so the recall agent, which may run on another worker, can drop already-seen
+    items; `refresh` so that recall leaves a refresh out of the click -> candidates latency."""
+    return UserInterests(user_id, release.version, interests, len(behaviors.seq), event_ts, time.time(),
+                         behaviors.items, refresh)
 
 
 def kept_interests(interests: np.ndarray, n_interests: int) -> np.ndarray:
@@ -136,10 +129,8 @@ async def emit(release: Release, users: list[_Recompute], interests_topic: faust
     requests = []
     for u, user_interests, n_interests in done:
         vectors = kept_interests(user_interests, n_interests)
-        value = interests_message(u.user_id, release, vectors, u.behaviors, u.event_ts)
-        if refresh:
-            value["refresh"] = True  # so recall leaves it out of the click -> candidates latency
-        await interests_topic.send(key=u.user_id.encode("utf-8"), value=value)
+        value = interests_message(u.user_id, release, vectors, u.behaviors, u.event_ts, refresh)
+        await interests_topic.send(key=u.user_id.encode("utf-8"), value=value.to_json())
         if on_sent is not None:
             on_sent(u.user_id)
         requests.append(RecallRequest(u.user_id, release, vectors, u.behaviors.items, u.event_ts, u.event, refresh))
@@ -154,18 +145,18 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
     """Declare the interest agent on `app`; returns its `behaviors` table (user id -> Behaviors state).
     With `candidates` (`--role all`), each batch's interests also go to recall in memory. With `items_topic`,
     an item first seen in a click that names its category is announced there."""
-    clicks_topic = app.topic(settings.topic(CLICKS), key_serializer="raw", value_serializer="raw",
+    clicks_topic = app.topic(settings.topic(CLICKS.name), key_serializer="raw", value_serializer="raw",
                              partitions=settings.partitions)
-    dlq_topic = app.topic(settings.topic(CLICKS_DLQ), key_serializer="raw", value_serializer="json",
+    dlq_topic = app.topic(settings.topic(CLICKS_DLQ.name), key_serializer="raw", value_serializer="raw",
                           partitions=settings.partitions)
-    interests_topic = app.topic(settings.topic(USER_INTERESTS), key_serializer="raw", value_serializer="json",
+    interests_topic = app.topic(settings.topic(USER_INTERESTS.name), key_serializer="raw", value_serializer="raw",
                                 partitions=settings.partitions)
     # user id -> Behaviors state (stream/worker/behaviors.py); RocksDB locally, the changelog topic for recovery
-    behaviors_table = app.Table("behaviors", key_type=str, partitions=settings.partitions,
+    behaviors_table = app.Table(BEHAVIORS.name, key_type=str, partitions=settings.partitions,
                                 help="user behavior sequences", options=table_options())
 
     async def reject(key: bytes | None, raw: bytes | None, reason: str, error: str) -> None:
-        await dlq_topic.send(key=key, value=dead_letter(raw, reason, error, time.time()))
+        await dlq_topic.send(key=key, value=DeadLetter(reason, error, raw or b"", time.time()).to_json())
         metrics.DEAD_LETTERS.labels(reason=reason).inc()
 
     async def apply(event: faust.types.EventT, release: Release, pending: dict[str, _Pending]) -> None:
@@ -241,7 +232,7 @@ def install_refresh(app: faust.App, settings: Settings, registry: ReleaseRegistr
     click agent stays the one writer of `behaviors`."""
     # internal: the worker creates the topic at start, with the partitions of every other topic it declares
     # (a consumer's metadata request would otherwise let the broker auto-create it with its default count)
-    requests_topic = app.topic(settings.topic(REFRESH_REQUESTS), key_serializer="raw", value_serializer="raw",
+    requests_topic = app.topic(settings.topic(REFRESH_REQUESTS.name), key_serializer="raw", value_serializer="raw",
                                partitions=settings.partitions, internal=True)
 
     @app.agent(requests_topic, name="refresh")

@@ -11,24 +11,22 @@ list per user is kept in a table for the online hit rate and the per-user endpoi
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import faust
 import numpy as np
 
 from model.release import Release
-from stream.config import CANDIDATES, USER_INTERESTS, Settings
+from stream.config import Settings
+from stream.messages import Candidate, Candidates, MessageError, UserInterests
 from stream.monitoring import metrics
+from stream.topology import CANDIDATES, LATEST_CANDIDATES, USER_INTERESTS
 from stream.worker.app import current_event, table_options
 from stream.worker.releases import ReleaseRegistry
 
 log = logging.getLogger(__name__)
-
-LATEST_CANDIDATES_TABLE = "latest-candidates"
 
 
 @dataclass
@@ -44,14 +42,14 @@ class RecallRequest:
     refresh: bool = False
 
 
-def recall(release: Release, interests: np.ndarray, history: set[str], top_n: int) -> list[dict[str, Any]]:
+def recall(release: Release, interests: np.ndarray, history: set[str], top_n: int) -> list[Candidate]:
     """Top `top_n` items for interests [K', d], items in `history` excluded, best first:
     [{"item_id", "score", "interest"}] where `interest` is the index of the interest that scored it."""
     return recall_batch(release, [(interests, history)], top_n)[0]
 
 
 def recall_batch(release: Release, queries: list[tuple[np.ndarray, set[str] | list[str]]],
-                 top_n: int) -> list[list[dict[str, Any]]]:
+                 top_n: int) -> list[list[Candidate]]:
     """`recall` for several users of one release: one hnswlib query for every interest of the batch.
 
     Per user, an item's score is the max over its interests of e_i . v_u^k; ties are broken by the
@@ -66,7 +64,7 @@ def recall_batch(release: Release, queries: list[tuple[np.ndarray, set[str] | li
     if k <= 0:
         return [[] for _ in queries]
     rows = release.search(np.ascontiguousarray(np.concatenate(blocks)), k)
-    out: list[list[dict[str, Any]]] = []
+    out: list[list[Candidate]] = []
     row = 0
     for block, seen_labels in zip(blocks, seen, strict=True):
         found = rows[row : row + block.shape[0]]
@@ -85,31 +83,6 @@ def recall_batch(release: Release, queries: list[tuple[np.ndarray, set[str] | li
     return out
 
 
-class BadInterests(ValueError):
-    pass
-
-
-def parse_interests(raw: bytes | None) -> dict[str, Any]:
-    """A user-interests value, checked enough that recall cannot fail on it."""
-    try:
-        msg = json.loads(raw or b"")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadInterests(f"not JSON: {e}") from None
-    if not isinstance(msg, dict):
-        raise BadInterests("not an object")
-    for name in ("user_id", "model_version"):
-        if not isinstance(msg.get(name), str):
-            raise BadInterests(f"{name} missing or not a string")
-    try:
-        vectors = np.asarray(msg.get("interests"), dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise BadInterests(f"interests: {e}") from None
-    if vectors.ndim != 2 or vectors.shape[0] == 0 or not np.isfinite(vectors).all():
-        raise BadInterests(f"interests must be a non-empty K' x d matrix of finite numbers, got {vectors.shape}")
-    msg["interests"] = vectors
-    return msg
-
-
 class CandidatesPublisher:
     """Searches a batch of `RecallRequest`s and publishes one `candidates` value per user; keeps the latest
     value per user in the `latest-candidates` table (the online hit rate and the /users pages read it).
@@ -118,10 +91,10 @@ class CandidatesPublisher:
 
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.top_n = settings.top_n
-        self.topic = app.topic(settings.topic(CANDIDATES), key_serializer="raw", value_serializer="raw",
+        self.topic = app.topic(settings.topic(CANDIDATES.name), key_serializer="raw", value_serializer="raw",
                                partitions=settings.partitions)
         # user id -> the candidates value last published for the user (JSON bytes; read with latest_candidates)
-        self.latest = app.Table(LATEST_CANDIDATES_TABLE, key_type=str, value_type=bytes,
+        self.latest = app.Table(LATEST_CANDIDATES.name, key_type=str, value_type=bytes,
                                 partitions=settings.partitions, help="latest candidate list per user",
                                 options=table_options())
 
@@ -140,46 +113,40 @@ class CandidatesPublisher:
             except Exception:  # a bug must cost these lists (the next click recomputes them), not the worker
                 log.exception("recall of %d users of %s failed", len(batch), batch[0].release.version)
 
-    async def _send(self, r: RecallRequest, items: list[dict[str, Any]]) -> None:
-        value = {"user_id": r.user_id, "model_version": r.release.version, "items": items, "event_ts": r.event_ts,
-                 "published_ts": time.time()}
-        if r.refresh:
-            value["refresh"] = True  # recomputed by `mindstream refresh`, not by a click
-        raw = json.dumps(value).encode("utf-8")
+    async def _send(self, r: RecallRequest, items: list[Candidate]) -> None:
+        value = Candidates(r.user_id, r.release.version, items, r.event_ts, time.time(), r.refresh)
+        raw = value.to_json()
         await self.topic.send(key=r.user_id.encode("utf-8"), value=raw)
         with current_event(r.event):  # the table partition is the user's
             self.latest[r.user_id] = raw
         if isinstance(r.event_ts, int | float) and not r.refresh:
-            metrics.EVENT_TO_CANDIDATES_SECONDS.observe(max(0.0, value["published_ts"] - float(r.event_ts)))
+            metrics.EVENT_TO_CANDIDATES_SECONDS.observe(max(0.0, value.published_ts - float(r.event_ts)))
 
 
-def latest_candidates(table: faust.Table, user_id: str) -> dict[str, Any] | None:
+def latest_candidates(table: faust.Table, user_id: str) -> Candidates | None:
     """The `candidates` value last published for `user_id` (a `latest-candidates` table read), or None."""
     raw = table.get(user_id)
-    return json.loads(raw) if raw else None
+    return Candidates.from_json(raw) if raw else None
 
 
 def request_from(event: faust.types.EventT, registry: ReleaseRegistry) -> RecallRequest | None:
     """The recall request of a user-interests record; None (logged) when it cannot be searched."""
     try:
-        msg = parse_interests(event.value)
-    except BadInterests as e:
+        msg = UserInterests.from_json(event.value)
+    except MessageError as e:
         log.warning("user-interests record at %s[%s]@%s skipped: %s", event.message.topic,
                     event.message.partition, event.message.offset, e)
         return None
     # the index of the version that computed the interests, never another one (their vector spaces differ)
-    release = registry.get(msg["model_version"])
+    release = registry.get(msg.model_version)
     if release is None:
-        log.warning("no release %s for user %s: interests skipped", msg["model_version"], msg["user_id"])
+        log.warning("no release %s for user %s: interests skipped", msg.model_version, msg.user_id)
         return None
-    if msg["interests"].shape[1] != release.d:
-        log.warning("interests of user %s have d=%d, release %s has d=%d: skipped", msg["user_id"],
-                    msg["interests"].shape[1], release.version, release.d)
+    if msg.interests.shape[1] != release.d:
+        log.warning("interests of user %s have d=%d, release %s has d=%d: skipped", msg.user_id,
+                    msg.interests.shape[1], release.version, release.d)
         return None
-    event_ts = msg.get("event_ts")
-    return RecallRequest(msg["user_id"], release, msg["interests"], [str(i) for i in msg.get("history") or ()],
-                         float(event_ts) if isinstance(event_ts, int | float) else None, event,
-                         bool(msg.get("refresh")))
+    return RecallRequest(msg.user_id, release, msg.interests, msg.history, msg.event_ts, event, msg.refresh)
 
 
 def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
@@ -190,7 +157,7 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
     publisher = CandidatesPublisher(app, settings)
     if not consume:
         return publisher
-    interests_topic = app.topic(settings.topic(USER_INTERESTS), key_serializer="raw", value_serializer="raw",
+    interests_topic = app.topic(settings.topic(USER_INTERESTS.name), key_serializer="raw", value_serializer="raw",
                                 partitions=settings.partitions)
 
     @app.agent(interests_topic, name="recall")
