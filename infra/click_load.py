@@ -133,7 +133,8 @@ def warm_up(bootstrap: str, topic: str, changelog: Any, workers: list[WorkerProc
     """Send one click for each of `users` warm-up users and wait until the workers have applied them (and `ready()`):
     a Faust worker's first rebalance takes tens of seconds on this broker, and a fault injected "mid-stream" must
     hit a worker that is processing. They go to `topic` (the clicks topic); `changelog` is the behaviors changelog's
-    stream.topic_reader.TopicLog (both passed in: infra/ does not import stream/). Returns what was produced (part of the ground truth)."""
+    stream.topic_reader.TopicLog (both passed in: infra/ does not import stream/). Returns what was produced (part
+    of the ground truth)."""
     clicks = [Click(f"warmup{u}-0", f"warmup{u}", item, time.time() - 200_000) for u in range(users)]
     producer = PacedProducer(bootstrap, topic, clicks, rate=0)
     producer.start()
