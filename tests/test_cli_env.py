@@ -154,6 +154,17 @@ if __name__ == "__main__":
     rewrite_readme()
 
 
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_a_worker_setting_is_the_same_flag_in_every_command(command: str) -> None:
+    """`--bootstrap`, `--topic-prefix`, `--models-dir`, ... mean in produce, candidates, refresh or rollback what
+    they mean to the worker: each is built from the worker's declaration (add_flags), with its help and variable,
+    not written again."""
+    worker_flags = {flag_name(f) for f in settings_of(Settings)}
+    copies = [a.option_strings[0] for a in flags(parser_of(command))
+              if set(a.option_strings) & worker_flags and getattr(a, "setting", None) is None]
+    assert copies == [], f"{command}: declare these with model.settings.add_flags(parser, Settings, [...])"
+
+
 def test_no_module_reads_a_declared_variable_itself() -> None:
     """A variable's name spelled outside its `setting()` is a second reader with a second default. infra/ holds
     the one exception: the embedded broker decides on KAFKA_BOOTSTRAP (use an external broker) without importing

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from typing import TextIO
 
+from model.settings import add_flags
 from stream.config import Settings
 from stream.messages import Candidates, MessageError
 from stream.topic_reader import TopicReader
@@ -62,8 +63,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.description = ("Print candidate lists from the candidates topic: user, model version, event->candidates "
                      "latency (published_ts - event_ts) and the top items with their scores.")
     settings = Settings.from_env()
-    p.add_argument("--bootstrap", default=settings.bootstrap,
-                   help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP; default %(default)s)")
+    add_flags(p, Settings, ["bootstrap"])
     p.add_argument("--topic", default=settings.topic(CANDIDATES.name),
                    help="candidates topic (env MINDSTREAM_TOPIC_PREFIX is prepended; default %(default)s)")
     p.add_argument("--user", default=None, help="only this user id (default: every user)")

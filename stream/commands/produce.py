@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.data import DataError, iter_json_objects, load_dataset, parse_ts
+from model.settings import add_flags
 from stream.commands.simulate import ClickSimulator, add_sim_arguments, sim_config_from
 from stream.config import Settings
 from stream.topic_writer import SendSummary, ensure_topics, send_keyed
@@ -181,8 +182,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     src.add_argument("--items", type=Path, metavar="FILE",
                      help="publish an item catalog (JSONL/CSV: item_id,category[,ts]) to the items topic")
     settings = Settings.from_env()
-    p.add_argument("--bootstrap", default=settings.bootstrap,
-                   help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP; default %(default)s)")
+    add_flags(p, Settings, ["bootstrap"])
     p.add_argument("--topic", default=settings.topic(CLICKS.name),
                    help="clicks topic (env MINDSTREAM_TOPIC_PREFIX is prepended; default %(default)s)")
     p.add_argument("--items-topic", default=settings.topic(ITEMS.name),
@@ -196,9 +196,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-ts", action="store_true",
                    help="send the source's timestamps instead of the send time (latency figures then "
                         "mean nothing)")
-    p.add_argument("--partitions", type=int, default=settings.partitions,
-                   help="partitions of the topic if it must be created; the workers' count "
-                        "(env MINDSTREAM_PARTITIONS; default %(default)s)")
+    add_flags(p, Settings, ["partitions"])  # a topic that must be created gets the workers' count
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_sim_arguments(p)
 

@@ -22,6 +22,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from model.settings import add_flags
 from stream.config import Settings
 from stream.kafka_security import kafka_python_kwargs
 from stream.messages import RefreshRequest
@@ -83,7 +84,6 @@ def request_refresh(users: list[str], bootstrap: str, topic: str, rate: float, p
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    env = Settings.from_env()
     parser.description = (
         "Recompute every user with stored behaviors with the model the workers serve now: the users are read "
         "from the behaviors table's changelog and one request per user is sent to refresh-requests at --rate "
@@ -91,15 +91,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "Run it once the workers serve the new release (mindstream_model_info)."
     )
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
-    parser.add_argument("--bootstrap", default=env.bootstrap, help="Kafka bootstrap servers [KAFKA_BOOTSTRAP]")
-    parser.add_argument("--topic-prefix", default=env.topic_prefix, help="topic name prefix [MINDSTREAM_TOPIC_PREFIX]")
-    parser.add_argument("--app-id", default=env.app_id,
-                        help="the workers' Faust app id, which names the changelog [MINDSTREAM_APP_ID]")
+    add_flags(parser, Settings, ["bootstrap", "topic_prefix", "app_id"])  # the workers' (the changelog's name)
     parser.add_argument("--rate", type=float, default=float(os.environ.get("MINDSTREAM_REFRESH_RATE", RATE)),
                         help="requests (users) per second, > 0 [MINDSTREAM_REFRESH_RATE]")
-    parser.add_argument("--partitions", type=int, default=env.partitions,
-                        help="partitions of refresh-requests if it must be created and clicks does not exist "
-                             "(otherwise those of clicks) [MINDSTREAM_PARTITIONS]")
+    # refresh-requests, if it must be created, gets the partitions of clicks, or these when clicks does not exist
+    add_flags(parser, Settings, ["partitions"])
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

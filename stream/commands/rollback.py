@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from model.release import ReleaseError, current_release_dir, load_release, set_current
+from model.settings import add_flags
 from stream.commands.announce import announcement_for, publish, releases_by_age
 from stream.config import Settings
 from stream.topology import MODEL_RELEASES
@@ -42,13 +43,10 @@ def rollback(models_dir: str | Path, bootstrap: str, topic: str, to: str | None 
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    env = Settings.from_env()
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
-    parser.add_argument("--models", "--models-dir", dest="models_dir", default=env.models_dir,
-                        help="release root holding CURRENT [MINDSTREAM_MODELS_DIR]")
+    add_flags(parser, Settings, ["models_dir"])
     parser.add_argument("--to", default=None, help="roll back to this version instead of the previous one")
-    parser.add_argument("--bootstrap", default=env.bootstrap, help="Kafka bootstrap servers [KAFKA_BOOTSTRAP]")
-    parser.add_argument("--topic-prefix", default=env.topic_prefix, help="topic name prefix [MINDSTREAM_TOPIC_PREFIX]")
+    add_flags(parser, Settings, ["bootstrap", "topic_prefix"])
 
 
 def run(args: argparse.Namespace) -> int:
