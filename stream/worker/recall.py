@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import faust
 import numpy as np
 
+from model.ann import merge, search_k
 from model.release import Release
 from stream.config import Settings
 from stream.messages import Candidate, Candidates, MessageError, UserInterests
@@ -52,34 +53,24 @@ def recall_batch(release: Release, queries: list[tuple[np.ndarray, set[str] | li
                  top_n: int) -> list[list[Candidate]]:
     """`recall` for several users of one release: one hnswlib query for every interest of the batch.
 
-    Per user, an item's score is the max over its interests of e_i . v_u^k; ties are broken by the
-    smaller item index (then the smaller interest index), so the order is deterministic."""
+    Per user, an item's score is the max over its interests of e_i . v_u^k (model/ann.py `merge`: ties go to the
+    smaller item index, then the smaller interest index, so the order is deterministic)."""
     if not queries:
         return []
     blocks = [np.atleast_2d(np.asarray(interests, dtype=np.float32)) for interests, _ in queries]
     seen = [np.fromiter((lab for lab in map(release.label, set(history)) if lab is not None), dtype=np.int64)
             for _, history in queries]
-    # ask for enough that top_n survive the history filter, whatever the history holds
-    k = min(release.n_indexed, top_n + max(len(s) for s in seen))
+    k = search_k(release.n_indexed, top_n, seen)
     if k <= 0:
         return [[] for _ in queries]
     rows = release.search(np.ascontiguousarray(np.concatenate(blocks)), k)
     out: list[list[Candidate]] = []
     row = 0
     for block, seen_labels in zip(blocks, seen, strict=True):
-        found = rows[row : row + block.shape[0]]
+        label, score, interest = merge(rows[row : row + block.shape[0]], seen_labels, top_n)
         row += block.shape[0]
-        label = np.concatenate([lab for lab, _ in found])
-        score = 1.0 - np.concatenate([dist for _, dist in found])  # hnswlib 'ip' distance is 1 - dot product
-        interest = np.repeat(np.arange(block.shape[0]), [len(lab) for lab, _ in found])
-        order = np.lexsort((interest, label, -score))  # best score first, then item, then interest
-        label, score, interest = label[order], score[order], interest[order]
-        _, first = np.unique(label, return_index=True)  # each item once, with its best interest
-        first.sort()
-        keep = first[~np.isin(label[first], seen_labels)][:top_n]
         out.append([{"item_id": release.item_id(lab), "score": sc, "interest": it}
-                    for lab, sc, it in zip(label[keep].tolist(), score[keep].tolist(), interest[keep].tolist(),
-                                           strict=True)])
+                    for lab, sc, it in zip(label.tolist(), score.tolist(), interest.tolist(), strict=True)])
     return out
 
 

@@ -1,0 +1,100 @@
+"""ANN quality: how much of the exact candidate list the hnswlib search finds, and the ef a release serves with.
+
+A user's candidate list is the paper's: the top N items by the max over the user's interests of e_i . v_u^k, the
+items of the user's history removed. `merge` turns one search per interest into that list (the worker publishes
+what it gives, stream/worker/recall.py); `exact` computes the same list by a full inner product; `recall` is the
+share of the exact list the approximate one holds. `choose_ef` is the measurement a release is written with
+(model/release.py): the smallest query-time ef whose recall reaches the target on the training data's
+validation users; bench/ann.py measures the same on served indexes, with the query cost of each ef.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import hnswlib
+import numpy as np
+
+EFS = (50, 100, 150, 200, 400)  # the query-time ef values a release chooses from (bench/ann.py measures them)
+TOP_N = 100  # recall@TOP_N: the worker's default list length (stream/config.py top_n)
+MAX_USERS = 500  # validation users measured when a release is written: a second or so, not minutes
+
+
+@dataclass
+class EfCheck:
+    """The users a release's ef is chosen on: histories `items` [U, L] (left-padded tower indices), their
+    `profile` [U, F], and the recall@TOP_N the chosen ef must reach."""
+
+    items: np.ndarray
+    profile: np.ndarray
+    target: float
+
+
+def search_k(n_indexed: int, top_n: int, seen: list[np.ndarray]) -> int:
+    """Results asked of each interest's search: enough that `top_n` survive the history filter."""
+    return min(n_indexed, top_n + max((len(s) for s in seen), default=0))
+
+
+def merge(found: list[tuple[np.ndarray, np.ndarray]], seen: np.ndarray, top_n: int
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One user's searches, (labels, hnswlib 'ip' distances) per interest, -> (labels, scores, interest) of its
+    top `top_n` items by the max over interests, labels in `seen` left out, best first. Ties go to the smaller
+    label, then the smaller interest, so the order is deterministic."""
+    label = np.concatenate([lab for lab, _ in found])
+    score = 1.0 - np.concatenate([dist for _, dist in found])  # hnswlib 'ip' distance is 1 - dot product
+    interest = np.repeat(np.arange(len(found)), [len(lab) for lab, _ in found])
+    order = np.lexsort((interest, label, -score))  # best score first, then item, then interest
+    label, score, interest = label[order], score[order], interest[order]
+    _, first = np.unique(label, return_index=True)  # each item once, with its best interest
+    first.sort()
+    keep = first[~np.isin(label[first], seen)][:top_n]
+    return label[keep], score[keep], interest[keep]
+
+
+def exact(embeddings: np.ndarray, interests: np.ndarray, seen: np.ndarray, top_n: int) -> np.ndarray:
+    """Labels (embedding rows) of the exact top `top_n`: max over interests [K', d] of embeddings @ v, `seen` out."""
+    scores = (embeddings @ np.asarray(interests, dtype=np.float32).T).max(axis=1)
+    scores[seen] = -np.inf
+    n = min(top_n, len(scores) - len(np.unique(seen)))
+    if n <= 0:
+        return np.empty(0, dtype=np.int64)
+    top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+    return top[np.argsort(-scores[top], kind="stable")]
+
+
+def recall(approx: list[np.ndarray], truth: list[np.ndarray]) -> float:
+    """Mean over users of |approx ∩ truth| / |truth| (users whose exact list is empty are left out)."""
+    shares = [len(np.intersect1d(a, t)) / len(t) for a, t in zip(approx, truth, strict=True) if len(t)]
+    return float(np.mean(shares)) if shares else 1.0
+
+
+def hnsw_lists(index: hnswlib.Index, queries: list[tuple[np.ndarray, np.ndarray]], top_n: int) -> list[np.ndarray]:
+    """Each user's merged list (labels) from `index` at its current ef; `queries`: (interests [K', d], seen labels)."""
+    k = search_k(index.get_current_count(), top_n, [s for _, s in queries])
+    labels, dist = index.knn_query(np.concatenate([q for q, _ in queries]).astype(np.float32), k=k, num_threads=1)
+    out, row = [], 0
+    for interests, seen in queries:
+        rows = range(row, row + len(interests))
+        row += len(interests)
+        out.append(merge([(labels[r].astype(np.int64), dist[r]) for r in rows], seen, top_n)[0])
+    return out
+
+
+def measure(index: hnswlib.Index, embeddings: np.ndarray, queries: list[tuple[np.ndarray, np.ndarray]],
+            efs: tuple[int, ...] = EFS, top_n: int = TOP_N, stop_at: float | None = None) -> dict[int, float]:
+    """recall@top_n of `index` at each ef, smallest first, against the exact lists; with `stop_at`, none past the
+    first ef that reaches it (a release needs no more). The index is left at the last ef measured."""
+    truth = [exact(embeddings, interests, seen, top_n) for interests, seen in queries]
+    out = {}
+    for ef in sorted(efs):
+        index.set_ef(ef)
+        out[ef] = recall(hnsw_lists(index, queries, top_n), truth)
+        if stop_at is not None and out[ef] >= stop_at:
+            break
+    return out
+
+
+def choose_ef(recalls: dict[int, float], target: float) -> int:
+    """The smallest ef whose recall reaches `target`; the largest measured when none does."""
+    reached = [ef for ef, r in sorted(recalls.items()) if r >= target]
+    return reached[0] if reached else max(recalls)
