@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.ann import MAX_USERS, EfCheck
 from model.data import Vocab
 from model.mind import MIND, MINDConfig
 from model.release import ReleaseError, current_release_dir, load_release, write_release
+from model.train import TrainConfig
 from stream.commands.simulate import ClickSimulator, SimConfig, category_id, item_id
 
 # category vectors this many times the id vectors' scale: items cluster by category
@@ -37,6 +39,14 @@ def sim_config(n_items: int, n_categories: int, n_users: int = 20_000, seed: int
 def version_of(n_items: int, seed: int = 0) -> str:
     """The version (directory name) of the synthetic release of this size and seed."""
     return f"synthetic-{n_items}-s{seed}"
+
+
+def simulated_histories(n_items: int, n_categories: int, n_users: int, seed: int = 0) -> dict[str, list[str]]:
+    """The simulator's first `n_users` users on this catalog: user id -> item ids clicked, oldest first."""
+    histories: dict[str, list[str]] = {}
+    for e in ClickSimulator(sim_config(n_items, n_categories, n_users=n_users, seed=seed)).events():
+        histories.setdefault(e["user_id"], []).append(e["item_id"])
+    return histories
 
 
 def build(out: Path, n_items: int, n_categories: int, seed: int = 0, make_current: bool = True) -> Path:
@@ -57,8 +67,17 @@ def build(out: Path, n_items: int, n_categories: int, seed: int = 0, make_curren
         model.embedding.cat_emb.weight.mul_(CATEGORY_SCALE)
     summary = {"name": f"synthetic-{n_items}", "items": n_items, "categories": n_categories, "users": 0,
                "interactions": 0, "note": "untrained MIND over the simulator's catalog (bench/synthetic_release.py)"}
+    # the ef is chosen as a trained release's is (model/release.py), on the simulator's users: their newest
+    # max_len clicks, left-padded tower indices
+    max_len = model.cfg.max_len
+    histories = list(simulated_histories(n_items, n_categories, MAX_USERS, seed).values())
+    items = np.zeros((len(histories), max_len), dtype=np.int64)
+    for row, h in enumerate(histories):
+        idx = [vocab.item_index[i] for i in h][-max_len:]
+        items[row, max_len - len(idx):] = idx
+    check = EfCheck(items, np.zeros((len(histories), 0), dtype=np.int64), TrainConfig().ann_recall)
     return write_release(model, vocab, out, data_summary=summary, metrics={}, train_config={},
-                         version=version_of(n_items, seed), make_current=make_current)
+                         version=version_of(n_items, seed), make_current=make_current, ef_check=check)
 
 
 def ensure(out: Path, n_items: int, n_categories: int, seed: int = 0) -> Path:

@@ -28,6 +28,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from model import ann
 from model.data import Vocab
 from model.mind import MIND, Tower
 from model.new_items import NewItems
@@ -42,7 +43,7 @@ FORMAT = 2
 ONNX_OPSET = 17
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 200
-HNSW_EF_SEARCH = 200  # query-time ef; not stored in the index file, set again on load
+HNSW_EF_SEARCH = 200  # query-time ef of a release written without an ef check (and of older releases)
 
 
 class ReleaseError(Exception):
@@ -149,8 +150,11 @@ def write_release(
     train_config: dict | None = None,
     version: str | None = None,
     make_current: bool = True,
+    ef_check: ann.EfCheck | None = None,
 ) -> Path:
-    """Write models/<version>/ for a trained tower and (by default) make it CURRENT; returns the directory."""
+    """Write models/<version>/ for a trained tower and (by default) make it CURRENT; returns the directory.
+    With `ef_check`, the manifest's query-time ef is the smallest of model/ann.py's EFS whose recall@100 on
+    those users reaches its target (`choose_ef`); without, HNSW_EF_SEARCH."""
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     version = version or new_version()
@@ -176,6 +180,9 @@ def write_release(
     index.init_index(max_elements=emb.shape[0], ef_construction=HNSW_EF_CONSTRUCTION, M=HNSW_M, random_seed=100)
     index.add_items(emb, np.arange(emb.shape[0]))
     index.save_index(str(tmp / "items.hnsw"))
+    hnsw = {"space": "ip", "M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH}
+    if ef_check is not None:
+        hnsw.update(_chosen_ef(model, index, emb, ef_check))
     # the vector the embedding layer gives an item known only by its category: that category's embedding
     # (row c = category c of the manifest's `categories`, 1-based; row 0 = none)
     cat_vectors = model.embedding.cat_emb.weight[: vocab.n_categories + 1].numpy().astype(np.float32)
@@ -198,7 +205,7 @@ def write_release(
         "metrics": {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()},
         "profile_fields": vocab.profile_fields,
         "categories": vocab.categories,
-        "hnsw": {"space": "ip", "M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH},
+        "hnsw": hnsw,
         "onnx": {
             "inputs": {"behaviors": "[B, L, d] float32, left-padded with zero rows",
                        "mask": "[B, L] bool, false = padding", "profile": "[B, F] int64, 0 = unknown"},
@@ -216,6 +223,24 @@ def write_release(
     if make_current:
         set_current(root, version)
     return final
+
+
+def _chosen_ef(model: Tower, index: hnswlib.Index, emb: np.ndarray, check: ann.EfCheck) -> dict:
+    """The manifest's ef fields from the recall the index reaches on `check`'s users (at most ann.MAX_USERS,
+    a fixed sample): ef_search, the recall there, the target and the recall at every ef measured (ascending, up
+    to the first that reaches the target)."""
+    users = np.arange(len(check.items))
+    if len(users) > ann.MAX_USERS:
+        users = np.sort(np.random.default_rng(0).choice(users, ann.MAX_USERS, replace=False))
+    items = torch.as_tensor(check.items[users], dtype=torch.long)
+    interests, n_interests = model.user_tower(items, torch.as_tensor(check.profile[users], dtype=torch.long))
+    # the served interests (K'u of them) and history (the sequence's items: labels are tower indices - 1)
+    queries = [(v[: max(1, min(int(k), len(v)))].numpy(), row[row > 0] - 1)
+               for v, k, row in zip(interests, n_interests, items.numpy(), strict=True)]
+    recalls = ann.measure(index, emb, queries, stop_at=check.target)
+    ef = ann.choose_ef(recalls, check.target)
+    return {"ef_search": ef, "recall_at_100": round(recalls[ef], 4), "recall_target": check.target,
+            "recall_by_ef": {str(e): round(r, 4) for e, r in recalls.items()}, "recall_users": len(queries)}
 
 
 @dataclass

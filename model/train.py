@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.ann import EFS, EfCheck
 from model.comirec import ComiRecSA
 from model.data import Split, Vocab, item_popularity, leave_one_out, load_dataset
 from model.metrics import ScoreFn, evaluate_split
@@ -43,6 +44,9 @@ class TrainConfig:
     seed: int = setting(42, "random seed")
     device: str = setting("auto", "auto (CUDA when torch finds it, else CPU), cpu or cuda")
     threads: int = setting(0, "torch CPU threads; 0 = torch's default (all cores), 1 is faster on a busy machine")
+    ann_recall: float = setting(0.95, "recall@100 of the served candidate list against exact search that the "
+                                "release's hnswlib ef must reach on validation users; the smallest such ef of "
+                                f"{','.join(map(str, EFS))} is stored (the largest when none reaches it)")
     # a line per epoch (loss, validation HR@50); on a terminal, a bar too
     progress: bool = setting(True, "no progress bar", flag="--quiet", env=None)
 
@@ -222,7 +226,8 @@ def train_release(
     }
     summary = {**interactions.summary(), "path": str(data), "train_samples": int(len(split.train_target))}
     return write_release(
-        model.cpu(), vocab, out, data_summary=summary, metrics=metrics, train_config=asdict(train_cfg), version=version
+        model.cpu(), vocab, out, data_summary=summary, metrics=metrics, train_config=asdict(train_cfg), version=version,
+        ef_check=EfCheck(split.valid_items, split.profile, train_cfg.ann_recall),
     )
 
 

@@ -1,0 +1,119 @@
+"""ANN quality (model/ann.py): the recall of the served candidate list against exact search, the ef a release is
+written with, and the ef a loaded release searches with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+import pytest
+
+from model import ann
+from model.release import HNSW_EF_SEARCH, load_release
+from stream.worker.recall import recall_batch
+from tests.test_recall import release  # noqa: F401 (a fixture: 300 random items in a real hnswlib index)
+
+
+def users(n: int, d: int, n_items: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(interests [K', d], history labels) of `n` random users with 1-4 interests and up to 30 seen items."""
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(size=(rng.integers(1, 5), d)).astype(np.float32),
+             rng.choice(n_items, rng.integers(0, 31), replace=False)) for _ in range(n)]
+
+
+def test_an_exact_search_merged_as_the_worker_merges_has_recall_one() -> None:
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(2000, 16)).astype(np.float32)
+    flat = hnswlib.BFIndex(space="ip", dim=16)  # brute force: an exact search behind the same merge
+    flat.init_index(max_elements=2000)
+    flat.add_items(emb, np.arange(2000))
+    queries = users(50, 16, 2000, seed=1)
+    k = ann.search_k(2000, ann.TOP_N, [s for _, s in queries])
+    lists = []
+    for interests, seen in queries:
+        labels, dist = flat.knn_query(interests, k=k)
+        lists.append(ann.merge([(lab.astype(np.int64), dis) for lab, dis in zip(labels, dist, strict=True)],
+                               seen, ann.TOP_N)[0])
+    truth = [ann.exact(emb, interests, seen, ann.TOP_N) for interests, seen in queries]
+    assert all(len(t) == ann.TOP_N and not np.isin(t, s).any() for t, (_, s) in zip(truth, queries, strict=True))
+    assert ann.recall(lists, truth) == 1.0
+    # and a list that misses items scores what it holds
+    assert ann.recall([t[:90] for t in truth], truth) == pytest.approx(0.9)
+
+
+def test_the_workers_lists_are_measured_against_exact_search(release) -> None:  # noqa: F811
+    """recall_batch (what the worker publishes) on an index searched exhaustively equals the exact lists."""
+    queries = users(40, 8, 300, seed=2)
+    published = recall_batch(release, [(q, [release.item_ids[i] for i in s]) for q, s in queries], 50)
+    got = [np.asarray([release.label(c["item_id"]) for c in cands]) for cands in published]
+    truth = [ann.exact(release.embeddings, q, s, 50) for q, s in queries]
+    assert ann.recall(got, truth) == 1.0
+    assert ann.recall([g[::-1] for g in got], truth) == 1.0  # a set measure: the order does not count
+
+
+def test_a_small_graph_loses_recall_and_a_larger_ef_wins_it_back() -> None:
+    rng = np.random.default_rng(4)
+    emb = rng.normal(size=(20_000, 32)).astype(np.float32)  # uniform vectors: the hardest case for a graph
+    index = hnswlib.Index(space="ip", dim=32)
+    index.init_index(max_elements=20_000, ef_construction=20, M=4, random_seed=1)
+    index.add_items(emb, np.arange(20_000), num_threads=1)
+    recalls = ann.measure(index, emb, users(30, 32, 20_000, seed=5), efs=(10, 400))
+    assert recalls[10] < 0.9 and recalls[400] > recalls[10]
+
+
+def test_the_smallest_ef_reaching_the_target_is_chosen() -> None:
+    recalls = {50: 0.90, 100: 0.94, 150: 0.96, 200: 0.97, 400: 0.99}
+    assert ann.choose_ef(recalls, 0.95) == 150
+    assert ann.choose_ef(recalls, 0.5) == 50
+    assert ann.choose_ef(recalls, 0.995) == 400  # none reaches it: the most the release offers
+
+
+def test_a_trained_release_records_the_ef_its_measurement_chose(ml100k_release: Path) -> None:
+    hnsw = json.loads((ml100k_release / "manifest.json").read_text())["hnsw"]
+    measured = {int(ef): r for ef, r in hnsw["recall_by_ef"].items()}
+    # measured from the smallest ef up to the first that reaches the target, or all of them
+    assert sorted(measured) == list(ann.EFS[:len(measured)]) and hnsw["recall_users"] > 0
+    assert all(measured[ef] < hnsw["recall_target"] for ef in sorted(measured)[:-1])
+    assert hnsw["recall_target"] == 0.95
+    assert hnsw["ef_search"] == ann.choose_ef(measured, hnsw["recall_target"])
+    assert hnsw["recall_at_100"] == measured[hnsw["ef_search"]]
+    assert load_release(ml100k_release).index.ef == hnsw["ef_search"]
+
+
+def test_a_loaded_release_searches_with_the_manifests_ef(ml100k_release: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "release"
+    shutil.copytree(ml100k_release, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["hnsw"]["ef_search"] = 123
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert load_release(copy).index.ef == 123
+    del manifest["hnsw"]  # a release from before the field: today's ef
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert load_release(copy).index.ef == HNSW_EF_SEARCH == 200
+
+
+def test_the_ef_a_release_is_written_with_follows_its_target(tmp_path: Path) -> None:
+    """A target every ef reaches gives the smallest ef; one none reaches, the largest; the loaded index uses it."""
+    import torch
+
+    from model.data import Vocab
+    from model.mind import MIND, MINDConfig
+    from model.release import write_release
+
+    n = 3000
+    vocab = Vocab(item_ids=[f"i{i}" for i in range(n)], categories=[], item_category_lists=[[]] * (n + 1),
+                  profile_fields={})
+    torch.manual_seed(0)
+    model = MIND(MINDConfig(d=16, K=4, max_len=10, hidden=(16,)), n)
+    histories = np.random.default_rng(0).integers(1, n + 1, size=(40, 10))
+    for target, ef in ((0.0, ann.EFS[0]), (1.01, max(ann.EFS))):
+        path = write_release(model, vocab, tmp_path, data_summary={}, metrics={}, make_current=False,
+                             ef_check=ann.EfCheck(histories, np.zeros((40, 0), dtype=np.int64), target))
+        hnsw = json.loads((path / "manifest.json").read_text())["hnsw"]
+        assert hnsw["ef_search"] == ef and hnsw["recall_target"] == target and hnsw["recall_users"] == 40
+        assert len(hnsw["recall_by_ef"]) == (1 if target == 0.0 else len(ann.EFS))
+        assert load_release(path).index.ef == ef
