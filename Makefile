@@ -49,11 +49,12 @@ eval: $(STAMP)  ## offline comparison of all methods on EVAL_DATA -> docs/result
 train: $(STAMP)  ## train MIND on TRAIN_DATA, write a release under models/ and point models/CURRENT at it
 	$(BIN)/mindstream train --data $(TRAIN_DATA) --out models $(TRAIN_FLAGS)
 
-bench: $(STAMP)  ## user-tower, streaming, hot-swap and new-item benchmarks -> docs/benchmarks/{user_tower,stream,hotswap,new_items}.{md,json}
+bench: $(STAMP)  ## user-tower, streaming, hot-swap, new-item and ANN benchmarks -> docs/benchmarks/{user_tower,stream,hotswap,new_items,ann}.{md,json}
 	$(BIN)/python -m bench.user_tower
 	$(BIN)/python -m bench.stream $(BENCH_FLAGS)
 	$(BIN)/python -m bench.hotswap $(HOTSWAP_FLAGS)
 	$(BIN)/python -m bench.new_items_index
+	$(BIN)/python -m bench.ann
 
 clean:  ## remove the virtual environment and build outputs
 	rm -rf $(VENV) build *.egg-info
