@@ -33,9 +33,11 @@ from bench.stream import BEAUTY, OUT_DIR, WORK, beauty_release, machine_conditio
 from model import ann
 from model.data import load_dataset
 from model.release import HNSW_EF_SEARCH, Release, load_release
+from model.train import TrainConfig
 from stream.worker.interests import kept_interests
 from stream.worker.recall import recall_batch
 
+EFS = (50, 100, 150, 200, 400)  # measured by default, beside the ef each release ships
 WARMUP = 20  # users searched before the timed ones, per ef
 INDEXES = {"beauty": "Beauty", "1m_items": "synthetic, 1,000,000 items"}
 
@@ -55,7 +57,9 @@ def simulated_users(n_items: int, n: int) -> list[tuple[str, list[str], dict]]:
 
 def interests_of(release: Release, users: list[tuple[str, list[str], dict]]
                  ) -> list[tuple[np.ndarray, list[str], np.ndarray]]:
-    """Per user: (K'u interests from the release's tower, history as the worker keeps it, its labels)."""
+    """Per user: (K'u interests from the release's tower, history as the worker keeps it, its labels). A user none
+    of whose items the release knows is left out, as the worker leaves it."""
+    users = [u for u in users if any(release.knows(i) for i in u[1][-release.max_len:])]
     out = []
     for start in range(0, len(users), 256):
         chunk = users[start:start + 256]
@@ -79,6 +83,8 @@ def shipped_ef(release: Release) -> tuple[int, str]:
 
 def measure_index(name: str, release: Release, users: list, efs: list[int], top_n: int) -> dict:
     queries = interests_of(release, users)
+    if not queries:
+        raise SystemExit(f"[{name}] no user of the sample has an item release {release.version} knows")
     t = time.perf_counter()
     truth = [ann.exact(release.embeddings, q, seen, top_n) for q, _, seen in queries]
     print(f"[{name}] {len(queries)} users, {sum(len(q) for q, _, _ in queries)} interests; exact lists in "
@@ -158,7 +164,8 @@ def render_markdown(r: dict) -> str:
     for name, label in INDEXES.items():
         idx = r["indexes"][name]
         smallest = r["smallest_ef_reaching_target"][name]
-        lines.append(f"- {label}: release `{idx['release']}`, ef {idx['shipped_ef']} ({idx['shipped_ef_source']}), "
+        lines.append(f"- {label} ({idx['items']:,} items): release `{idx['release']}`, ef {idx['shipped_ef']} "
+                     f"({idx['shipped_ef_source']}), "
                      f"recall@100 {idx['shipped_recall_at_100']:.4f} on {idx['users']:,} users "
                      f"({idx['interests']:,} interests, mean history {idx['mean_history']} items); the smallest "
                      f"measured ef reaching the target here: {smallest if smallest is not None else 'none'}.")
@@ -188,9 +195,11 @@ def render_markdown(r: dict) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--users", type=int, default=1000, help="users per index (default %(default)s)")
-    p.add_argument("--ef", type=lambda s: [int(x) for x in s.split(",") if x.strip()], default=list(ann.EFS),
-                   help="query-time ef values, comma separated (default 50,100,150,200,400)")
-    p.add_argument("--target", type=float, default=0.95, help="recall@100 target (default %(default)s)")
+    p.add_argument("--ef", type=lambda s: [int(x) for x in s.split(",") if x.strip()], default=list(EFS),
+                   help="query-time ef values, comma separated; each release's shipped ef is measured too "
+                   f"(default {','.join(map(str, EFS))})")
+    p.add_argument("--target", type=float, default=TrainConfig().ann_recall,
+                   help="recall@100 target, `mindstream train --ann-recall`'s default (default %(default)s)")
     p.add_argument("--beauty-models", type=Path, default=WORK / "models-beauty",
                    help="Beauty release root, trained there when none verifies (default %(default)s)")
     p.add_argument("--beauty-epochs", type=int, default=1, help="epochs when it is trained (default %(default)s)")
