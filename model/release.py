@@ -154,7 +154,7 @@ def write_release(
 ) -> Path:
     """Write models/<version>/ for a trained tower and (by default) make it CURRENT; returns the directory.
     With `ef_check`, the manifest's query-time ef is the smallest of model/ann.py's EFS whose recall@100 on
-    those users reaches its target (`choose_ef`); without, HNSW_EF_SEARCH."""
+    those users reaches its target (`choose_ef`); without, or when none reaches it, HNSW_EF_SEARCH."""
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     version = version or new_version()
@@ -239,7 +239,10 @@ def _chosen_ef(model: Tower, index: hnswlib.Index, emb: np.ndarray, check: ann.E
                for v, k, row in zip(interests, n_interests, items.numpy(), strict=True)]
     recalls = ann.measure(index, emb, queries, stop_at=check.target)
     ef = ann.choose_ef(recalls, check.target)
-    return {"ef_search": ef, "recall_at_100": round(recalls[ef], 4), "recall_target": check.target,
+    # a target no ef reaches keeps the default: serving cost is not multiplied for a recall still short of it
+    chosen = ef if ef is not None else HNSW_EF_SEARCH
+    return {"ef_search": chosen, "recall_at_100": round(recalls[chosen], 4), "recall_target": check.target,
+            "recall_target_reached": ef is not None,
             "recall_by_ef": {str(e): round(r, 4) for e, r in recalls.items()}, "recall_users": len(queries)}
 
 

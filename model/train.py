@@ -46,7 +46,7 @@ class TrainConfig:
     threads: int = setting(0, "torch CPU threads; 0 = torch's default (all cores), 1 is faster on a busy machine")
     ann_recall: float = setting(0.95, "recall@100 of the served candidate list against exact search that the "
                                 "release's hnswlib ef must reach on validation users; the smallest such ef of "
-                                f"{','.join(map(str, EFS))} is stored (the largest when none reaches it)")
+                                f"{','.join(map(str, EFS))} is stored (200 when none reaches it)")
     # a line per epoch (loss, validation HR@50); on a terminal, a bar too
     progress: bool = setting(True, "no progress bar", flag="--quiet", env=None)
 
@@ -253,5 +253,9 @@ def run(args: argparse.Namespace) -> int:
                          model_kind=job.model, version=job.version or None)
     manifest = json.loads((path / "manifest.json").read_text())
     print(f"release {manifest['version']} written to {path}")
+    hnsw = manifest["hnsw"]
+    print(f"hnswlib ef {hnsw['ef_search']}: recall@100 {hnsw['recall_at_100']} against exact search on "
+          f"{hnsw['recall_users']} validation users (target {hnsw['recall_target']}"
+          f"{'' if hnsw['recall_target_reached'] else ', which no ef reached: the default ef serves'})")
     print(json.dumps(manifest["metrics"], indent=2))
     return 0

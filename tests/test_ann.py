@@ -67,7 +67,7 @@ def test_the_smallest_ef_reaching_the_target_is_chosen() -> None:
     recalls = {50: 0.90, 100: 0.94, 150: 0.96, 200: 0.97, 400: 0.99}
     assert ann.choose_ef(recalls, 0.95) == 150
     assert ann.choose_ef(recalls, 0.5) == 50
-    assert ann.choose_ef(recalls, 0.995) == 400  # none reaches it: the most the release offers
+    assert ann.choose_ef(recalls, 0.995) is None
 
 
 def test_a_trained_release_records_the_ef_its_measurement_chose(ml100k_release: Path) -> None:
@@ -77,7 +77,8 @@ def test_a_trained_release_records_the_ef_its_measurement_chose(ml100k_release: 
     assert sorted(measured) == list(ann.EFS[:len(measured)]) and hnsw["recall_users"] > 0
     assert all(measured[ef] < hnsw["recall_target"] for ef in sorted(measured)[:-1])
     assert hnsw["recall_target"] == 0.95
-    assert hnsw["ef_search"] == ann.choose_ef(measured, hnsw["recall_target"])
+    assert hnsw["ef_search"] == (ann.choose_ef(measured, hnsw["recall_target"]) or HNSW_EF_SEARCH)
+    assert hnsw["recall_target_reached"] == (ann.choose_ef(measured, hnsw["recall_target"]) is not None)
     assert hnsw["recall_at_100"] == measured[hnsw["ef_search"]]
     assert load_release(ml100k_release).index.ef == hnsw["ef_search"]
 
@@ -90,14 +91,19 @@ def test_a_loaded_release_searches_with_the_manifests_ef(ml100k_release: Path, t
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["hnsw"]["ef_search"] = 123
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    assert load_release(copy).index.ef == 123
+    loaded = load_release(copy)
+    assert loaded.index.ef == 123
+    # a new item resizes the index (model/new_items.py): the ef stays
+    assert loaded.new_items.add("an item not trained on", manifest["categories"][0])
+    assert loaded.index.get_current_count() > loaded.manifest["item_count"] and loaded.index.ef == 123
     del manifest["hnsw"]  # a release from before the field: today's ef
     (copy / "manifest.json").write_text(json.dumps(manifest))
     assert load_release(copy).index.ef == HNSW_EF_SEARCH == 200
 
 
 def test_the_ef_a_release_is_written_with_follows_its_target(tmp_path: Path) -> None:
-    """A target every ef reaches gives the smallest ef; one none reaches, the largest; the loaded index uses it."""
+    """A target every ef reaches gives the smallest ef; one none reaches, the default, flagged; the loaded index
+    uses it."""
     import torch
 
     from model.data import Vocab
@@ -110,10 +116,11 @@ def test_the_ef_a_release_is_written_with_follows_its_target(tmp_path: Path) -> 
     torch.manual_seed(0)
     model = MIND(MINDConfig(d=16, K=4, max_len=10, hidden=(16,)), n)
     histories = np.random.default_rng(0).integers(1, n + 1, size=(40, 10))
-    for target, ef in ((0.0, ann.EFS[0]), (1.01, max(ann.EFS))):
+    for target, ef in ((0.0, ann.EFS[0]), (1.01, HNSW_EF_SEARCH)):
         path = write_release(model, vocab, tmp_path, data_summary={}, metrics={}, make_current=False,
                              ef_check=ann.EfCheck(histories, np.zeros((40, 0), dtype=np.int64), target))
         hnsw = json.loads((path / "manifest.json").read_text())["hnsw"]
         assert hnsw["ef_search"] == ef and hnsw["recall_target"] == target and hnsw["recall_users"] == 40
         assert len(hnsw["recall_by_ef"]) == (1 if target == 0.0 else len(ann.EFS))
+        assert hnsw["recall_target_reached"] == (target == 0.0)
         assert load_release(path).index.ef == ef
