@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.broker import kafka_bootstrap
+from infra.broker import BOOTSTRAP_ENV, kafka_bootstrap
 from infra.measure import percentile
 from infra.processes import WorkerProcess
 from stream.commands.candidates import format_candidates, latency_ms
@@ -178,7 +178,9 @@ def _run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         # LIFO: the collector and the workers stop before the broker they talk to
         bootstrap = stack.enter_context(kafka_bootstrap(kafka_python_kwargs()))
-        _step(f"broker at {bootstrap}; starting {args.workers} worker(s)")
+        # the embedded broker drops nothing it is sent (docs/platform.md#nothing-it-holds-can-be-dropped)
+        held = "" if os.environ.get(BOOTSTRAP_ENV) else " (embedded: keeps every record in memory; for development)"
+        _step(f"broker at {bootstrap}{held}; starting {args.workers} worker(s)")
         settings = Settings.from_env()
         workers: list[WorkerProcess] = []
         state = work / "state"
