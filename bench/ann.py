@@ -34,7 +34,6 @@ from model import ann
 from model.data import load_dataset
 from model.release import HNSW_EF_SEARCH, Release, load_release
 from model.train import TrainConfig
-from stream.worker.interests import kept_interests
 from stream.worker.recall import recall_batch
 
 EFS = (50, 100, 150, 200, 400)  # measured by default, beside the ef each release ships
@@ -69,7 +68,7 @@ def interests_of(release: Release, users: list[tuple[str, list[str], dict]]
                                      np.stack([release.encode_profile(p) for _, _, p in chunk]))
         for row, h in enumerate(histories):
             seen = np.asarray([lab for lab in map(release.label, set(h)) if lab is not None], dtype=np.int64)
-            out.append((kept_interests(interests[row], n[row]), h, seen))
+            out.append((ann.kept_interests(interests[row], n[row]), h, seen))
     return out
 
 

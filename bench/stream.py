@@ -210,7 +210,7 @@ def model_ceiling(models: Path, events: Iterator[dict], n_users: int, batch: int
     """Users per second of the per-click model work alone, in this process, no Kafka: the ONNX user tower and
     the recall (one hnswlib search per interest, max-over-interests merge) in batches of `batch` users, exactly
     the functions the worker calls, on one core (the worker's event loop is one thread)."""
-    from stream.worker.interests import kept_interests
+    from model.ann import kept_interests
     from stream.worker.recall import recall_batch
 
     release = load_release(current_release_dir(models))

@@ -32,6 +32,11 @@ class EfCheck:
     target: float
 
 
+def kept_interests(interests: np.ndarray, n_interests: int) -> np.ndarray:
+    """A user's K'u interests [K'u, d] out of the tower's [K, d]: its interest count, within 1..K."""
+    return interests[:max(1, min(int(n_interests), interests.shape[0]))]
+
+
 def search_k(n_indexed: int, top_n: int, seen: list[np.ndarray]) -> int:
     """Results asked of each interest's search: enough that `top_n` survive the history filter."""
     return min(n_indexed, top_n + max((len(s) for s in seen), default=0))

@@ -235,7 +235,7 @@ def _chosen_ef(model: Tower, index: hnswlib.Index, emb: np.ndarray, check: ann.E
     items = torch.as_tensor(check.items[users], dtype=torch.long)
     interests, n_interests = model.user_tower(items, torch.as_tensor(check.profile[users], dtype=torch.long))
     # the served interests (K'u of them) and history (the sequence's items: labels are tower indices - 1)
-    queries = [(v[: max(1, min(int(k), len(v)))].numpy(), row[row > 0] - 1)
+    queries = [(ann.kept_interests(v.numpy(), k), row[row > 0] - 1)
                for v, k, row in zip(interests, n_interests, items.numpy(), strict=True)]
     recalls = ann.measure(index, emb, queries, stop_at=check.target)
     ef = ann.choose_ef(recalls, check.target)

@@ -23,6 +23,7 @@ import faust
 import numpy as np
 import torch
 
+from model.ann import kept_interests
 from model.mind import interest_similarity
 from model.release import Release
 from stream.config import Settings
@@ -57,11 +58,6 @@ def interests_message(user_id: str, release: Release, interests: np.ndarray, beh
     items; `refresh` so that recall leaves a refresh out of the click -> candidates latency."""
     return UserInterests(user_id, release.version, interests, len(behaviors.seq), event_ts, time.time(),
                          behaviors.items, refresh)
-
-
-def kept_interests(interests: np.ndarray, n_interests: int) -> np.ndarray:
-    """A user's K'u interests [K'u, d] out of the tower's [K, d]: its interest count, within 1..K."""
-    return interests[:max(1, min(int(n_interests), interests.shape[0]))]
 
 
 def observe_interest_similarity(interests: list[np.ndarray], n_interests: list[int]) -> None:
