@@ -97,11 +97,16 @@ class EmbeddedBroker:
         self.stop()
 
 
+def external_bootstrap() -> str | None:
+    """The broker KAFKA_BOOTSTRAP names, or None: the embedded one is used."""
+    return os.environ.get(BOOTSTRAP_ENV) or None
+
+
 @contextlib.contextmanager
 def kafka_bootstrap(client_kwargs: Mapping[str, object] | None = None) -> Iterator[str]:
     """The external broker named by KAFKA_BOOTSTRAP (reached with `client_kwargs`), or a fresh embedded one for
     the block."""
-    external = os.environ.get(BOOTSTRAP_ENV)
+    external = external_bootstrap()
     if external:
         wait_until_answering(external, client_kwargs=client_kwargs)
         yield external

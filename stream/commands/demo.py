@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.broker import BOOTSTRAP_ENV, kafka_bootstrap
+from infra.broker import external_bootstrap, kafka_bootstrap
 from infra.measure import percentile
 from infra.processes import WorkerProcess
 from stream.commands.candidates import format_candidates, latency_ms
@@ -179,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
         # LIFO: the collector and the workers stop before the broker they talk to
         bootstrap = stack.enter_context(kafka_bootstrap(kafka_python_kwargs()))
         # the embedded broker drops nothing it is sent (docs/platform.md#nothing-it-holds-can-be-dropped)
-        held = "" if os.environ.get(BOOTSTRAP_ENV) else " (embedded: keeps every record in memory; for development)"
+        held = "" if external_bootstrap() else " (embedded: keeps every record in memory; for development)"
         _step(f"broker at {bootstrap}{held}; starting {args.workers} worker(s)")
         settings = Settings.from_env()
         workers: list[WorkerProcess] = []
