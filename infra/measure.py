@@ -3,6 +3,11 @@ text page, a nearest-rank percentile, a process's resident memory."""
 
 from __future__ import annotations
 
+import re
+
+_SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", re.M)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
 
 def metric_value(text: str, name: str, labels: str = "") -> float:
     """The value of one sample of Prometheus text exposition (0 when absent); `labels` as they are printed, e.g.
@@ -12,6 +17,12 @@ def metric_value(text: str, name: str, labels: str = "") -> float:
         if line.startswith(prefix):
             return float(line.split()[-1])
     return 0.0
+
+
+def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample of metric `name` in Prometheus text exposition: (its labels, its value)."""
+    return [(dict(_LABEL.findall(m.group(2) or "")), float(m.group(3))) for m in _SAMPLE.finditer(text)
+            if m.group(1) == name]
 
 
 def percentile(values: list[float], q: float) -> float:

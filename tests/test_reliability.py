@@ -35,11 +35,11 @@ from infra.click_load import (
     table_state,
     warm_up,
 )
-from infra.measure import metric_value
+from infra.measure import metric_samples, metric_value
 from infra.processes import wait_until
 from model.release import load_release
 from stream import topology
-from stream.topic_reader import TopicLog
+from stream.topic_reader import TopicLog, read_to_end
 from tests.streamkit import BEHAVIORS_CHANGELOG, Worker, broker_with_topics
 
 PARTITIONS = 4
@@ -129,10 +129,12 @@ def check_outputs(s: Scenario, log: ProducedLog, workers: list[Worker], label: s
     lost = sum(sum((Counter(truth[u]) - Counter(got.get(u, []))).values()) for u in truth)
     if got != truth:
         # tells a stalled worker from a stalled reader
-        fresh = sequences(table_state(read_for(bootstrap, BEHAVIORS_CHANGELOG, 10)))
-        again = sum(fresh.get(u) != truth[u] for u in truth)
-        raise AssertionError(f"{diagnosis(truth, got, lost, workers)}\n--- a fresh changelog reader: {again} users "
-                             "differ")
+        try:
+            fresh = sequences(table_state(read_to_end(bootstrap, [BEHAVIORS_CHANGELOG], timeout_s=30)))
+            again = f"{sum(fresh.get(u) != truth[u] for u in truth)} users differ"
+        except TimeoutError as e:
+            again = f"did not reach the end ({e})"
+        raise AssertionError(f"{diagnosis(truth, got, lost, workers)}\n--- a fresh changelog reader: {again}")
     candidates = TopicLog(bootstrap, topology.CANDIDATES.name)
     dlq = TopicLog(bootstrap, topology.CLICKS_DLQ.name)
     try:
@@ -167,27 +169,13 @@ def diagnosis(truth: dict[str, list[str]], got: dict[str, list[str]], lost: int,
         try:
             text = w.metrics()
             ok = metric_value(text, "mindstream_events_total", 'status="ok"')
-            state = f"clicks applied {ok:.0f}, consumer lag {sum_metric(text, 'mindstream_consumer_lag'):.0f}"
+            lag = sum(value for _, value in metric_samples(text, "mindstream_consumer_lag"))
+            state = f"clicks applied {ok:.0f}, consumer lag {lag:.0f}"
         except OSError as e:
             state = f"no metrics ({e})"
         log = [x for x in w.log_path.read_text(errors="replace").splitlines() if x.startswith(("[", "mindstream"))]
         lines += [f"--- {w.name}: alive={w.alive()}, {state}; log tail:", *log[-25:]]
     return "\n".join(lines)
-
-
-def read_for(bootstrap: str, topic: str, seconds: float) -> list:
-    reader = TopicLog(bootstrap, topic)
-    try:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            reader.poll()
-        return reader.records
-    finally:
-        reader.close()
-
-
-def sum_metric(text: str, name: str) -> float:
-    return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(name + "{"))
 
 
 def base64_raw(record) -> bytes:

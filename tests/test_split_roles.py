@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from infra.click_load import PacedProducer, click_stream, sequences, table_state, warm_up
-from infra.measure import metric_value
+from infra.measure import metric_samples, metric_value
 from infra.processes import wait_until
 from model.release import load_release, set_current
 from stream import topology
@@ -48,12 +48,8 @@ INTEREST_CHANGELOG = topology.BEHAVIORS.changelog(app_id(Settings(role="interest
 
 def lag_series(text: str, topic: str) -> dict[int, float]:
     """partition -> value of mindstream_consumer_lag{topic=...} in a worker's metrics text."""
-    out = {}
-    for m in re.finditer(r"^mindstream_consumer_lag\{([^}]*)\} (\S+)$", text, re.M):
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
-        if labels["topic"] == topic:
-            out[int(labels["partition"])] = float(m.group(2))
-    return out
+    return {int(labels["partition"]): value for labels, value in metric_samples(text, "mindstream_consumer_lag")
+            if labels["topic"] == topic}
 
 
 @dataclass
