@@ -70,8 +70,9 @@ def recall_batch(release: Release, queries: list[tuple[np.ndarray, set[str] | li
     for block, seen_labels in zip(blocks, seen, strict=True):
         label, score, interest = merge(rows[row : row + block.shape[0]], seen_labels, top_n)
         row += block.shape[0]
-        out.append([{"item_id": release.item_id(lab), "score": sc, "interest": it}
-                    for lab, sc, it in zip(label.tolist(), score.tolist(), interest.tolist(), strict=True)])
+        ids = release.item_ids_of(label)
+        out.append([{"item_id": item, "score": sc, "interest": it}
+                    for item, sc, it in zip(ids, score.tolist(), interest.tolist(), strict=True)])
     return out
 
 
