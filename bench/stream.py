@@ -216,7 +216,8 @@ def cpu_seconds(pid: int | None) -> float:
 class Phase:
     """Clicks offered at `rate` for a while, and what came of them."""
 
-    rate: float
+    rate: float  # asked of the producer
+    offered_eps: float  # what it reached (a starved producer falls short)
     clicks: int
     latency: dict
     split: dict = field(default_factory=dict)
@@ -244,12 +245,18 @@ class Scenario:
         stack.callback(self.reader.close)
         self.clicks_topic = settings.topic(CLICKS.name)
         self.sent = 0
+        self.offered = 0  # clicks handed to the producer so far (`sent` counts a call's clicks once it returns)
 
     def send(self, n: int, rate: float) -> int:
-        sent = produce(itertools.islice(self.events, n), self.broker.bootstrap, self.clicks_topic, rate=rate,
-                       progress=False).sent
+        sent = produce(self._counted(itertools.islice(self.events, n)), self.broker.bootstrap, self.clicks_topic,
+                       rate=rate, progress=False).sent
         self.sent += sent
         return sent
+
+    def _counted(self, events: Iterator[dict]) -> Iterator[dict]:
+        for event in events:  # taken from the iterator when it is due: `offered` follows the producer
+            self.offered += 1
+            yield event
 
     def warm_up(self, n: int) -> None:
         """The worker has joined and serves; the first clicks (cold caches, first ONNX runs, table creation) are
@@ -279,7 +286,7 @@ class Scenario:
         """`rate` clicks/s for `seconds`, the lag sampled every second meanwhile; then the lists it produced."""
         n = int(rate * seconds)
         before = self.worker.metrics()
-        consumed0, sent0 = consumed(before), self.sent
+        consumed0, sent0, offered0 = consumed(before), self.sent, self.offered
         cpu0 = cpu_seconds(self.worker.pid), cpu_seconds(self.broker.pid)
         producer = threading.Thread(target=self.send, args=(n, rate), daemon=True)
         t0 = time.monotonic()
@@ -289,15 +296,16 @@ class Scenario:
             producer.join(timeout=1.0)
             elapsed = time.monotonic() - t0
             with contextlib.suppress(OSError):
-                # the producer is paced: what it has sent is the rate times the time elapsed
-                samples.append((elapsed, min(n, rate * elapsed) - (consumed(self.worker.metrics()) - consumed0)))
+                samples.append((elapsed, (self.offered - offered0) - (consumed(self.worker.metrics()) - consumed0)))
+        duration = time.monotonic() - t0
         cpu1 = cpu_seconds(self.worker.pid), cpu_seconds(self.broker.pid)
         self.reader.wait_settled(self.sent, [self.worker])
         after = self.worker.metrics()
         sent = self.sent - sent0
         late = [(t, lag) for t, lag in samples if t >= min(5.0, seconds / 3)]
         slope = float(np.polyfit([t for t, _ in late], [lag for _, lag in late], 1)[0]) if len(late) >= 3 else None
-        return Phase(rate=round(rate, 1), clicks=sent, latency=latency_stats(self.reader.read_new()),
+        return Phase(rate=round(rate, 1), offered_eps=round(sent / duration, 1), clicks=sent,
+                     latency=latency_stats(self.reader.read_new()),
                      split=split(before, after), lag_slope=None if slope is None else round(slope, 2),
                      lag_end=round(samples[-1][1], 1) if samples else None,
                      worker_cpu_ms_per_click=round((cpu1[0] - cpu0[0]) * 1000.0 / max(sent, 1), 3),
@@ -331,13 +339,13 @@ def slo_search(probe: Callable[[float], Phase], low: Phase, high: float, steps: 
 
 
 def run_worker_scenario(name: str, models: Path, events: Iterator[dict], args: argparse.Namespace,
-                        repo: Path = WORKER_REPO) -> list[dict]:
+                        repo: Path = WORKER_REPO, repeats: int | None = None) -> list[dict]:
     """Warm-up, then per repeat: burst, 100/s, the SLO search. Returns per-repeat results."""
     results: list[dict] = []
     with contextlib.ExitStack() as stack:
         sc = Scenario(name, models, events, repo, stack)
         sc.warm_up(args.warmup)
-        for rep in range(args.repeats):
+        for rep in range(repeats or args.repeats):
             burst = sc.burst(args.burst)
             at100 = sc.hold(100, args.hold_s)
             slo, at_slo, probes = slo_search(lambda rate: sc.hold(rate, args.hold_s), at100, 1.2 * burst,
@@ -564,7 +572,7 @@ per probe, in `stream.json`; latency against offered rate in `stream.png`.
 
 **SLO rate**: the highest offered rate one worker holds for {c['hold_s']:g} s with p99 click -> candidates <=
 {c['slo_ms']:g} ms and a lag that does not grow (bisection, {c['steps']} probes after 100/s). Median of
-{c['repeats']} repeats.
+{c['repeats']} repeats ({c['baseline_repeats']} for the baseline).
 
 | scenario | worker | SLO clicks/s | p99 ms there | burst clicks/s | p50 ms @100/s | p99 ms @100/s |
 |---|---|---:|---:|---:|---:|---:|
@@ -627,6 +635,7 @@ def main() -> int:
     p.add_argument("--items", type=int, default=1_000_000, help="synthetic catalog size (default %(default)s)")
     p.add_argument("--sim-users", type=int, default=2000, help="simulated users on it (default %(default)s)")
     p.add_argument("--baseline", default="", help="also run a worker from this git commit, side by side")
+    p.add_argument("--baseline-repeats", type=int, default=None, help="repeats of the baseline (default: --repeats)")
     p.add_argument("--only", choices=["beauty", "1m", "bare"], action="append",
                    help="run only these scenarios (a dry run; nothing is written)")
     p.add_argument("--load-note", default=os.environ.get("BENCH_LOAD_NOTE", "not stated"),
@@ -659,7 +668,8 @@ def main() -> int:
             def events() -> Iterator[dict]:
                 return ClickSimulator(synthetic_release.sim_config(args.items, 1000, n_users=args.sim_users)).events()
         if baseline_repo is not None:
-            baseline[name] = run_worker_scenario(f"{name}-baseline", models[name], events(), args, baseline_repo)
+            baseline[name] = run_worker_scenario(f"{name}-baseline", models[name], events(), args, baseline_repo,
+                                                 args.baseline_repeats)
         scenarios[name] = run_worker_scenario(name, models[name], events(), args)
         if name == "1m":
             ceiling = model_ceiling(models[name], events(), args.sim_users, 64, Settings.from_env().top_n)
@@ -703,7 +713,8 @@ def main() -> int:
         "baseline": base_summary,
         "bare_per_repeat": [round(x, 1) for x in bare],
         "conditions": {
-            "argv": " ".join(sys.argv[1:]), "baseline": args.baseline, "repeats": args.repeats, "burst": args.burst,
+            "argv": " ".join(sys.argv[1:]), "baseline": args.baseline, "repeats": args.repeats,
+            "baseline_repeats": args.baseline_repeats or args.repeats, "burst": args.burst,
             "hold_s": args.hold_s, "steps": args.steps, "slo_ms": args.slo_ms, "warmup": args.warmup,
             "bare_events": args.bare_events, "beauty_epochs": args.beauty_epochs, "beauty_items": beauty_items,
             "items_1m": args.items, "sim_users": args.sim_users, "batch_max": settings.batch_max,
