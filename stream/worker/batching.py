@@ -57,7 +57,7 @@ async def take_ready(stream: faust.StreamT, max_: int, idle_check_s: float = IDL
 
     stream.enable_acks = False  # acked below, after the batch is handled
     stream.add_processor(add)
-    stream._enable_passive(stream.channel)
+    stream._enable_passive(aiter(stream.channel))  # as take_events does: the stream drains its channel meanwhile
     try:
         while not stream.should_stop:
             await stream.wait_for_stopped(ready, timeout=idle_check_s)
