@@ -359,6 +359,20 @@ def run_worker_scenario(name: str, models: Path, events: Iterator[dict], args: a
     return results
 
 
+def baseline_releases(repo: Path, items: int, beauty_epochs: int) -> dict[str, Path]:
+    """The baseline's own releases, written by its own code (a release format it reads), under runs/bench/; made
+    once. Its worker is measured serving these, as it would have been on its own commit."""
+    roots = {"beauty": WORK / f"{repo.name}-models-beauty", "1m": WORK / f"{repo.name}-models-1m"}
+    build = {"beauty": ["-c", "import sys; from pathlib import Path; from bench.stream import beauty_release; "
+                        f"beauty_release(Path(sys.argv[1]), {beauty_epochs})", str(roots["beauty"])],
+             "1m": ["-m", "bench.synthetic_release", "--out", str(roots["1m"]), "--items", str(items)]}
+    for name, root in roots.items():
+        if not (root / "CURRENT").exists():
+            print(f"writing the baseline's {name} release under {root}", flush=True)
+            subprocess.run([sys.executable, *build[name]], cwd=repo, check=True)
+    return roots
+
+
 def baseline_worktree(ref: str) -> Path:
     """A detached worktree of `ref` under runs/bench/ (made once, reused), whose worker is the 'before'."""
     sha = subprocess.run(["git", "rev-parse", "--short", ref], cwd=REPO, check=True, capture_output=True,
@@ -367,6 +381,9 @@ def baseline_worktree(ref: str) -> Path:
     if not (path / "stream").is_dir():
         subprocess.run(["git", "worktree", "add", "--detach", "--force", str(path), sha], cwd=REPO, check=True,
                        capture_output=True)
+    shared = path.parent / "shared"  # its code finds the datasets beside its checkout, as this one does
+    if not shared.exists():
+        shared.symlink_to(REPO.parent / "shared")
     return path
 
 
@@ -668,7 +685,8 @@ def main() -> int:
             def events() -> Iterator[dict]:
                 return ClickSimulator(synthetic_release.sim_config(args.items, 1000, n_users=args.sim_users)).events()
         if baseline_repo is not None:
-            baseline[name] = run_worker_scenario(f"{name}-baseline", models[name], events(), args, baseline_repo,
+            base_models = baseline_releases(baseline_repo, args.items, args.beauty_epochs)[name]
+            baseline[name] = run_worker_scenario(f"{name}-baseline", base_models, events(), args, baseline_repo,
                                                  args.baseline_repeats)
         scenarios[name] = run_worker_scenario(name, models[name], events(), args)
         if name == "1m":
