@@ -64,5 +64,5 @@ clean:  ## remove the virtual environment and build outputs
 soak: $(STAMP)  ## soak test: 10 min at 50 clicks/s on one worker -> docs/soak.png, figures in docs/reliability.md (SOAK_FLAGS="--duration-s 120")
 	$(BIN)/python -m bench.soak $(SOAK_FLAGS)
 
-broker-growth: $(STAMP)  ## where the embedded broker breaks as it fills (~8 min) -> docs/benchmarks/broker_growth.{json,png}, docs/reliability.md
+broker-growth: $(STAMP)  ## where the embedded broker breaks as it fills (~10-15 min) -> docs/benchmarks/broker_growth.{json,png}, docs/reliability.md
 	nice -n 5 $(BIN)/python -m bench.broker_growth $(GROWTH_FLAGS)

@@ -26,7 +26,8 @@ The default load is 100 clicks/s: on this shared 2-core machine one worker holds
 held, so what changes from step to step is the broker's (at 200/s Faust's producer buffer filled from the start).
 Records held convert to clicks held (records per click, measured) and to minutes at `--at-rate` clicks/s.
 Writes docs/benchmarks/broker_growth.{json,png} and its section of docs/reliability.md (between the
-broker-growth markers). About 9 minutes with the defaults; the broker reaches ~4.5 GiB of RSS.
+broker-growth markers). About 9 minutes with the defaults on a quiet machine (14 on this shared one, where a
+worker that falls behind lengthens every step's wait); the broker reaches ~4.5 GiB of RSS.
 """
 
 from __future__ import annotations
@@ -436,8 +437,8 @@ def render(result: dict) -> str:
     rows = "\n".join(
         f"| {r['records_held']:,} | {r['clicks_held']:,} | {r['minutes_at_rate']:.1f} | {r['broker_cores']:.2f} | "
         f"{r['broker_cpu_ms_per_click']:.2f} | {r['broker_rss_mib']:,.0f} | {r['worker_cores']:.2f} | "
-        f"{_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {r['hop_broker_cores']:.2f} | {r['hop_p50_ms']:.1f} / "
-        f"{r['hop_p99_ms']:.1f} | {r['loadavg_1min']:.1f} |" for r in result["steps"])
+        f"{r['lists']:,} / {r['clicks']:,} | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {r['hop_broker_cores']:.2f} | "
+        f"{r['hop_p50_ms']:.1f} / {r['hop_p99_ms']:.1f} | {r['loadavg_1min']:.1f} |" for r in result["steps"])
     place = "\n".join(f"| {r['held_in']} | {r['batches_held']:,} | {r['broker_cores']:.2f} | "
                       f"{r['broker_rss_mib']:,.0f} | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} |"
                       for r in result["placement"])
@@ -482,8 +483,8 @@ What one click writes (read back after the first step: {s['clicks']:,} clicks, {
 {topics}
 
 | records held | clicks held | minutes at {c['at_rate']:g}/s | broker cores | broker CPU ms/click | broker RSS MiB \
-| worker cores | p50 ms | p99 ms | one hop: broker cores | one hop: p50 / p99 ms | load avg |
-|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| worker cores | lists / clicks | p50 ms | p99 ms | one hop: broker cores | one hop: p50 / p99 ms | load avg |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 {rows}
 
 Where it breaks:
@@ -548,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
                          "gib_per_hour": round(per_record * per_click * args.at_rate * 3600 / 2**30, 1)}
     result = {
         "breaks": breaks, "shape": pipeline_shape, "steps": rows, "placement": rows_place,
-        "conditions": {"command": "python -m bench.broker_growth " + " ".join(sys.argv[1:] if argv is None else argv),
+        "conditions": {"command": " ".join(["python -m bench.broker_growth",
+                                            *(sys.argv[1:] if argv is None else argv)]),
                        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "rate": args.rate,
                        "hold_s": args.hold_s, "at_rate": args.at_rate, "slo_ms": args.slo_ms,
                        "partitions": Settings.from_env().partitions, "probe_batches": args.probe_batches,

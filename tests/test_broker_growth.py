@@ -24,13 +24,13 @@ def test_fill_writes_the_batches_and_the_read_back_counts_them():
 
 
 def test_fill_plan_keeps_proportions_and_moves_the_clicks_share_to_candidates():
-    counted = {"clicks": {"records": 100, "batches": 50, "partitions": 12, "samples": [(b"u", b"click")]},
-               "candidates": {"records": 100, "batches": 100, "partitions": 12, "samples": [(b"u", b"list")]},
+    counted = {"taps": {"records": 100, "batches": 50, "partitions": 12, "samples": [(b"u", b"click")]},
+               "lists": {"records": 100, "batches": 100, "partitions": 12, "samples": [(b"u", b"list")]},
                "interests": {"records": 200, "batches": 100, "partitions": 12, "samples": [(b"u", b"vec")]},
                "empty": {"records": 0, "batches": 0, "partitions": 1, "samples": []}}
-    plans = fill_plans(counted, "clicks", "candidates", 4000)
+    plans = fill_plans(counted, "taps", "lists", 4000)
     assert sorted((p.topic, p.records, p.per_batch, p.samples[0][1]) for p in plans) == [
-        ("candidates", 1000, 1.0, b"list"), ("candidates", 1000, 2.0, b"click"), ("interests", 2000, 2.0, b"vec")]
+        ("interests", 2000, 2.0, b"vec"), ("lists", 1000, 1.0, b"list"), ("lists", 1000, 2.0, b"click")]
 
 
 def test_breaking_point_interpolates_and_extrapolates():
