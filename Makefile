@@ -10,7 +10,8 @@ DATA   ?=
 # EVAL_DATA: the datasets `make eval` compares on; EVAL_FLAGS: more `mindstream eval` flags (--methods,
 # --seeds, --jobs, --set FIELD=VALUE). TRAIN_DATA: the dataset `make train` trains on; TRAIN_FLAGS: more
 # `mindstream train` flags (--epochs, --version, ...). BENCH_FLAGS, HOTSWAP_FLAGS, SOAK_FLAGS: flags of
-# `python -m bench.stream`, `bench.hotswap` and `bench.soak` (e.g. BENCH_FLAGS="--repeats 1").
+# `python -m bench.stream`, `bench.hotswap`, `bench.soak` and `bench.broker_growth` (e.g. BENCH_FLAGS="--repeats 1";
+# GROWTH_FLAGS="--steps 0,150000 --hold-s 10").
 EVAL_DATA     ?= ../shared/data/amazon-beauty/Beauty.txt ../shared/data/ml-100k
 EVAL_FLAGS    ?=
 TRAIN_DATA    ?= ../shared/data/ml-100k
@@ -18,8 +19,9 @@ TRAIN_FLAGS   ?=
 BENCH_FLAGS   ?=
 HOTSWAP_FLAGS ?=
 SOAK_FLAGS    ?=
+GROWTH_FLAGS  ?=
 
-.PHONY: help venv demo test lint eval train bench clean soak profile
+.PHONY: help venv demo test lint eval train bench clean soak profile broker-growth
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -64,3 +66,6 @@ profile: $(STAMP)  ## the worker under a CPU-time profile through a burst of cli
 
 soak: $(STAMP)  ## soak test: 10 min at 50 clicks/s on one worker -> docs/soak.png, figures in docs/reliability.md (SOAK_FLAGS="--duration-s 120")
 	$(BIN)/python -m bench.soak $(SOAK_FLAGS)
+
+broker-growth: $(STAMP)  ## where the embedded broker breaks as it fills (~10-15 min) -> docs/benchmarks/broker_growth.{json,png}, docs/reliability.md
+	nice -n 5 $(BIN)/python -m bench.broker_growth $(GROWTH_FLAGS)
