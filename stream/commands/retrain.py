@@ -189,10 +189,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from model.mind import MINDConfig
-    from model.train import TrainConfig
+    from model.train import TrainConfig, lower_priority
 
+    train_cfg = from_args(TrainConfig, args)
+    lower_priority(train_cfg.nice)  # the export too: the whole job yields to the workers on its cores
     path, stats = retrain(args.models_dir, args.bootstrap, args.topic_prefix, args.days, args.base or None,
-                          from_args(MINDConfig, args), from_args(TrainConfig, args), announce=not args.no_announce)
+                          from_args(MINDConfig, args), train_cfg, announce=not args.no_announce)
     print(json.dumps({"release": str(path), "export": stats.to_dict(),
                       "announced": not args.no_announce}, indent=2))
     return 0
