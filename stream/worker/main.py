@@ -47,9 +47,15 @@ def build(settings: Settings):
 
 def run(args: argparse.Namespace) -> int:
     import faust
+    import torch
 
     from model.release import ReleaseError
 
+    # torch's default pool, an OpenMP thread per core, spins in its barrier after every parallel op; the worker's
+    # one torch op (the interest-similarity metric, stream/worker/interests.py) is tiny, and that spinning thread
+    # burnt half as much CPU as the event loop, on the cores the broker and a retrain beside it need
+    # (docs/benchmarks/retrain_beside.md). onnxruntime (model/release.py) and hnswlib already run on one thread.
+    torch.set_num_threads(1)
     settings = settings_from_args(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from stream.errors import CommandError
