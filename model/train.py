@@ -174,9 +174,19 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 
 def lower_priority(nice: int) -> None:
-    """Add `nice` to this process's niceness (a command's whole process: it cannot be taken back unprivileged)."""
-    if nice:
-        os.nice(nice)
+    """Add `nice` to this process's niceness (a command's whole process: it cannot be taken back unprivileged).
+
+    Where the kernel schedules by session first (autogroup: /proc/sys/kernel/sched_autogroup_enabled, on in
+    many distributions), niceness ranks a process only against its own session's, and a job in a session of its
+    own (cron's, `setsid`'s) would still get as much CPU as a worker in another. Such a job, alone in its session,
+    also gives the session's group its niceness; one that shares a session (a shell's, make's) leaves the group
+    alone, which would lower its neighbours too."""
+    if not nice:
+        return
+    niceness = os.nice(nice)
+    if os.getsid(0) == os.getpid():
+        with contextlib.suppress(OSError):  # no autogroup in this kernel
+            Path("/proc/self/autogroup").write_text(str(niceness))
 
 
 def fit(model: Tower, split: Split, cfg: TrainConfig) -> FitResult:

@@ -31,7 +31,8 @@ def spy(module, name):
     real = getattr(module, name)
     def noted(*args, **kwargs):
         seen.append({"at": name, "threads": torch.get_num_threads(), "nice": os.nice(0),
-                     "index_threads": kwargs.get("index_threads")})
+                     "index_threads": kwargs.get("index_threads"),
+                     "autogroup": open("/proc/self/autogroup").read().split()[-1]})
         return real(*args, **kwargs)
     setattr(module, name, noted)
 spy(retrain_command, "read_clicks"); spy(model.train, "_fit"); spy(model.release, "write_release")
@@ -48,10 +49,10 @@ def tiny_dataset(path: Path) -> Path:
     return path
 
 
-def run_spied(args: list[str], env: dict[str, str], tmp_path: Path) -> list[dict]:
+def run_spied(args: list[str], env: dict[str, str], own_session: bool = False) -> list[dict]:
     environ = {k: v for k, v in os.environ.items() if k not in ("MINDSTREAM_THREADS", "MINDSTREAM_NICE")}
     proc = subprocess.run([sys.executable, "-c", SPY, *args], cwd=REPO, env={**environ, **env},
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, start_new_session=own_session)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("SEEN "))
     return json.loads(line[len("SEEN "):])
@@ -82,7 +83,7 @@ def test_retrain_runs_its_whole_job_with_the_bounds_it_was_given(broker: Embedde
                                                                  nice: int) -> None:
     base = tiny_dataset(tmp_path / "base.csv")
     seen = run_spied(["retrain", "--models", str(tmp_path / "models"), "--bootstrap", broker.bootstrap,
-                      "--base", str(base), "--no-announce", *TINY, *flags], env, tmp_path)
+                      "--base", str(base), "--no-announce", *TINY, *flags], env)
     assert [s["at"] for s in seen] == ["read_clicks", "_fit", "write_release"]
     expected_threads = threads if threads is not None else default_threads()
     expected_nice = min(MAX_NICE, os.nice(0) + nice)  # niceness adds to the parent's (pytest may run niced)
@@ -90,11 +91,28 @@ def test_retrain_runs_its_whole_job_with_the_bounds_it_was_given(broker: Embedde
     assert [s["nice"] for s in seen] == [expected_nice] * 3
     assert [s["threads"] for s in seen[1:]] == [expected_threads] * 2
     assert seen[2]["index_threads"] == (threads or -1)
+    # sharing pytest's session, it leaves the session's scheduling group (autogroup) as it was
+    assert {s["autogroup"] for s in seen} == {autogroup()}
+
+
+def autogroup() -> str:
+    """This process's autogroup niceness (what `lower_priority` may set for a job alone in its session)."""
+    return Path("/proc/self/autogroup").read_text().split()[-1]
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="no autogroup in this kernel")
+def test_a_retrain_alone_in_its_session_lowers_the_session_too(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    # as cron starts it: niceness inside an autogroup ranks only against that session's processes
+    base = tiny_dataset(tmp_path / "base.csv")
+    seen = run_spied(["retrain", "--models", str(tmp_path / "models"), "--bootstrap", broker.bootstrap,
+                      "--base", str(base), "--no-announce", *TINY, "--nice", "7"], {}, own_session=True)
+    expected = min(MAX_NICE, os.nice(0) + 7)
+    assert [(s["nice"], s["autogroup"]) for s in seen] == [(expected, str(expected))] * 3
 
 
 def test_train_command_runs_with_the_default_bounds(tmp_path: Path) -> None:
     data = tiny_dataset(tmp_path / "data.csv")
-    seen = run_spied(["train", "--data", str(data), "--out", str(tmp_path / "models"), *TINY], {}, tmp_path)
+    seen = run_spied(["train", "--data", str(data), "--out", str(tmp_path / "models"), *TINY], {})
     assert [s["at"] for s in seen] == ["_fit", "write_release"]
     assert {(s["threads"], s["nice"]) for s in seen} == {(TRAIN_THREADS, min(MAX_NICE, os.nice(0) + TRAIN_NICE))}
     manifest = json.loads(next((tmp_path / "models").glob("*/manifest.json")).read_text())
