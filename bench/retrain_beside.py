@@ -49,8 +49,9 @@ from bench.stream import (
 )
 from infra.broker import EmbeddedBroker
 from infra.processes import REPO, WorkerProcess
+from model.priority import TRAIN_NICE, Priority
 from model.settings import env_name, settings_of
-from model.train import TRAIN_NICE, TRAIN_THREADS, TrainConfig
+from model.train import TRAIN_THREADS, TrainConfig
 from stream.commands.produce import interleaved_dataset, pipeline_topics, produce
 from stream.config import Settings
 from stream.topic_writer import ensure_topics
@@ -61,7 +62,8 @@ BASE = REPO.parent / "shared" / "data" / "ml-100k"  # docker-compose's trainer j
 CONDITIONS = ("none", "unbounded", "bounded")
 # the flags of each retrain; `bounded` gives none, so the shipped defaults are what it measures
 RETRAIN_FLAGS = {"unbounded": ["--threads", "0", "--nice", "0"], "bounded": []}
-BOUND_VARIABLES = {env_name(f) for f in settings_of(TrainConfig) if f.name in ("threads", "nice")}
+BOUND_VARIABLES = {env_name(f) for f in [*settings_of(TrainConfig), *settings_of(Priority)]
+                   if f.name in ("threads", "nice")}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -132,7 +134,6 @@ def run_retrain(condition: str, bootstrap: str, models: Path, base: Path, epochs
            "--base", str(base), "--epochs", str(epochs), "--patience", str(epochs), "--no-announce", "--quiet",
            *RETRAIN_FLAGS[condition]]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    worker_cpu = cpu_seconds(worker.pid)
     t0 = time.monotonic()
     with open(log, "ab") as out:
         # a session of its own, as cron or a systemd timer starts the daily job (and as WorkerProcess the worker)
@@ -150,17 +151,15 @@ def run_retrain(condition: str, bootstrap: str, models: Path, base: Path, epochs
     if proc.returncode != 0 and not stopped:
         raise RuntimeError(f"retrain ({condition}) exited with {proc.returncode}; see {log}")
     return {"retrain_wall_s": round(wall, 1), "stopped_at_limit": stopped,
-            "retrain_cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
-            "worker_cpu_s": round(cpu_seconds(worker.pid) - worker_cpu, 1)}
+            "retrain_cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)}
 
 
 def quiet_window(seconds: float, worker: WorkerProcess, reader: WindowReader) -> dict:
-    worker_cpu = cpu_seconds(worker.pid)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         worker.check_alive()
         reader.fetch_for(min(0.2, max(0.0, deadline - time.monotonic())))
-    return {"worker_cpu_s": round(cpu_seconds(worker.pid) - worker_cpu, 1)}
+    return {}
 
 
 def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
@@ -207,6 +206,8 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
             # not fall on one of them alone
             order = CONDITIONS if rep % 2 == 0 else (CONDITIONS[0], CONDITIONS[2], CONDITIONS[1])
             for condition in order:
+                pids = {"worker": worker.pid, "broker": broker.pid}
+                cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 start = time.time()
                 if condition == "none":
                     figures[rep, condition] = quiet_window(args.quiet_s, worker, reader)
@@ -215,6 +216,9 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
                                                           args.epochs, args.retrain_limit_s,
                                                           WORK / f"retrain-{condition}.log", worker, reader)
                 windows.append((rep, condition, start, time.time()))
+                figures[rep, condition].update({f"{name}_cpu_s": round(cpu_seconds(pid) - cpu_before[name], 1)
+                                                for name, pid in pids.items()})
+                figures[rep, condition]["loadavg_1min_at_end"] = round(os.getloadavg()[0], 2)
                 if load.error is not None:
                     raise RuntimeError(f"the click producer failed: {load.error!r}")
                 # measured nowhere: the worker works off the window's backlog, then settles
@@ -249,11 +253,12 @@ def render_markdown(r: dict) -> str:
         wall = "" if cond == "none" else f"{s['retrain_wall_s']:.1f}" + ("+" if s["stopped_at_limit"] else "")
         cpu = "" if cond == "none" else f"{s['retrain_cpu_s']:.1f}"
         rows.append(f"| {labels[cond]} | {s['lists']:,} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['max_ms']:.1f} | "
-                    f"{wall} | {cpu} | {s['worker_cores']:.2f} |")
+                    f"{wall} | {cpu} | {s['worker_cores']:.2f} | {s['broker_cores']:.2f} |")
     per_rep = "\n".join(
         f"| {i + 1} | " + " | ".join(f"{rep[cond]['p50_ms']:.1f} / {rep[cond]['p99_ms']:.1f}" for cond in CONDITIONS)
         + " | " + " / ".join(f"{rep[cond]['retrain_wall_s']:.1f}" + ("+" if rep[cond]["stopped_at_limit"] else "")
-                             for cond in CONDITIONS[1:]) + " |"
+                             for cond in CONDITIONS[1:]) + " | "
+        + " / ".join(f"{rep[cond]['loadavg_1min_at_end']:.1f}" for cond in CONDITIONS) + " |"
         for i, rep in enumerate(r["per_repeat"]))
     verdict = "holds" if r["p99_ms_during_retrain"] <= 100 else "does NOT hold"
     return f"""# The daily retrain beside the worker
@@ -264,18 +269,19 @@ figures in `retrain_beside.json`.
 Click -> candidates latency of one worker at {c['rate']:.0f} clicks/s while `mindstream retrain` runs on the same
 {c['cores']} cores (median of {c['repeats']} repeats):
 
-| condition | lists | p50 ms | p99 ms | max ms | retrain wall s | retrain CPU s | worker cores |
-|---|---:|---:|---:|---:|---:|---:|---:|
+| condition | lists | p50 ms | p99 ms | max ms | retrain wall s | retrain CPU s | worker cores | broker cores |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
 
 SLO p99 <= 100 ms during a retrain with the shipped defaults: {r['p99_ms_during_retrain']:.1f} ms, the SLO
 {verdict}. Without the bounds: {r['p99_ms_during_unbounded_retrain']:.1f} ms. A wall time marked + is a retrain
 killed at the {c['retrain_limit_s']:.0f} s limit (`--retrain-limit-s`): a lower bound, and its window ends there.
 
-Per repeat, p50 / p99 ms (none, unbounded, bounded) and retrain wall s (unbounded / bounded):
+Per repeat, p50 / p99 ms (none, unbounded, bounded), retrain wall s (unbounded / bounded) and the machine's
+1-minute load average at the end of each window (none / unbounded / bounded):
 
-| repeat | none | unbounded | bounded | retrain wall s |
-|---|---|---|---|---|
+| repeat | none | unbounded | bounded | retrain wall s | load average |
+|---|---|---|---|---|---|
 {per_rep}
 
 ## How it was measured
@@ -295,9 +301,9 @@ Per repeat, p50 / p99 ms (none, unbounded, bounded) and retrain wall s (unbounde
   announces nothing, so the worker serves the same release throughout. A window lasts as long as its retrain
   (from the process's start to its exit). The retrain runs in a session of its own, as cron starts a job (and
   the worker in another): where the kernel's autogroup is on, as here, sessions share the CPU first and niceness
-  ranks only inside one, so `--nice` sets its session's too (`model.train.lower_priority`).
+  ranks only inside one, so `--nice` sets its session's too (model/priority.py).
 - Latency = `published_ts - event_ts` of each candidate list; a list counts in the window its click was sent in.
-  "worker cores" = the worker process's CPU seconds over the window / the window's length.
+  "worker cores", "broker cores" = the process's CPU seconds over the window / the window's length.
 - Conditions: {c['load_note']}; 1-minute load average {c['loadavg_1min_before_after'][0]} before the run,
   {c['loadavg_1min_before_after'][1]} after it; {c['loadavg_1min_during']} sampled during it (other work on the
   machine adds to every window alike; the worker's figures are only as quiet as the machine was).
@@ -336,7 +342,9 @@ def main() -> int:
         s = {key: median(repeats, cond, key) for key in ("lists", "p50_ms", "p95_ms", "p99_ms", "max_ms",
                                                           "window_s", "retrain_wall_s", "retrain_cpu_s")}
         s["stopped_at_limit"] = any(r[cond].get("stopped_at_limit", False) for r in repeats)
-        s["worker_cores"] = round(statistics.median(r[cond]["worker_cpu_s"] / r[cond]["window_s"] for r in repeats), 2)
+        for name in ("worker", "broker"):
+            s[f"{name}_cores"] = round(statistics.median(r[cond][f"{name}_cpu_s"] / r[cond]["window_s"]
+                                                         for r in repeats), 2)
         summary[cond] = s
     result = {
         "p50_ms_at_100eps_no_retrain": summary["none"]["p50_ms"],

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from model.comirec import ComiRecSA
 from model.data import Split, Vocab, item_popularity, leave_one_out, load_dataset
 from model.metrics import ScoreFn, evaluate_split
 from model.mind import MIND, MINDConfig, Tower, YouTubeDNN
+from model.priority import Priority
 from model.progress import Progress
 from model.settings import add_flags, from_args, setting
 from stream.config import Settings
@@ -36,13 +36,11 @@ from stream.config import Settings
 # Each setting is a flag of `mindstream train` and its variable MINDSTREAM_<FLAG> (model/settings.py); the
 # model's own settings are MINDConfig's (model/mind.py).
 
-# The trainer's bounds, so that a daily retrain on the cores of the workers leaves them their SLO: torch's
+# The trainer's thread bound, so that a daily retrain on the cores of the workers leaves them their SLO: torch's
 # default (one OpenMP thread per core, spinning between ops) beside a worker took all of a 2-core machine, and
-# two such processes slowed each other's training 90-fold. One thread leaves the other cores to the workers;
-# niceness 10 gives the trainer ~1/10 of a core a worker also wants (CFS weights 110 against 1024).
+# two such processes slowed each other's training 90-fold. One thread leaves the other cores to the workers.
+# Its priority is model/priority.py's.
 TRAIN_THREADS = 1
-TRAIN_NICE = 10
-MAX_NICE = 19  # os.nice's ceiling; a negative value needs privileges a training job has no reason to hold
 
 
 def thread_count(text: str) -> int:
@@ -52,13 +50,6 @@ def thread_count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a thread count (0 or more)")
     return value
 
-
-def niceness(text: str) -> int:
-    """A --nice value: an int 0..19."""
-    value = int(text)
-    if not 0 <= value <= MAX_NICE:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a niceness 0..{MAX_NICE}")
-    return value
 
 
 
@@ -74,8 +65,6 @@ class TrainConfig:
     threads: int = setting(TRAIN_THREADS, "torch CPU threads of the whole job (training, test, index build); 0 = "
                            "torch's default, all cores, which on cores shared with workers starves them "
                            "(docs/benchmarks/retrain_beside.md)", parse=thread_count)
-    nice: int = setting(TRAIN_NICE, "niceness the train and retrain commands add to their process (os.nice): "
-                        "workers on the same cores run first; 0 = none", parse=niceness)
     ann_recall: float = setting(0.95, "recall@100 of the served candidate list against exact search that the "
                                 "release's hnswlib ef must reach on validation users; the smallest such ef of "
                                 f"{','.join(map(str, EFS))} is stored (200 when none reaches it)")
@@ -171,22 +160,6 @@ def torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def lower_priority(nice: int) -> None:
-    """Add `nice` to this process's niceness (a command's whole process: it cannot be taken back unprivileged).
-
-    Where the kernel schedules by session first (autogroup: /proc/sys/kernel/sched_autogroup_enabled, on in
-    many distributions), niceness ranks a process only against its own session's, and a job in a session of its
-    own (cron's, `setsid`'s) would still get as much CPU as a worker in another. Such a job, alone in its session,
-    also gives the session's group its niceness; one that shares a session (a shell's, make's) leaves the group
-    alone, which would lower its neighbours too."""
-    if not nice:
-        return
-    niceness = os.nice(nice)
-    if os.getsid(0) == os.getpid():
-        with contextlib.suppress(OSError):  # no autogroup in this kernel
-            Path("/proc/self/autogroup").write_text(str(niceness))
 
 
 def fit(model: Tower, split: Split, cfg: TrainConfig) -> FitResult:
@@ -307,12 +280,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, TrainJob, ["model", "version"])
     add_flags(parser, MINDConfig)
     add_flags(parser, TrainConfig)
+    add_flags(parser, Priority)
 
 
 def run(args: argparse.Namespace) -> int:
     job = from_args(TrainJob, args)
-    train_cfg = from_args(TrainConfig, args)
-    lower_priority(train_cfg.nice)
+    train_cfg = from_args(TrainConfig, args)  # the priority (model/priority.py) was applied by stream/cli.py
     path = train_release(job.data, args.models_dir, from_args(MINDConfig, args), train_cfg, model_kind=job.model,
                          version=job.version or None)
     manifest = json.loads((path / "manifest.json").read_text())

@@ -1,5 +1,5 @@
-"""The trainer's thread and priority bounds (TrainConfig threads/nice, model/train.py): `mindstream train` and
-`mindstream retrain` run their whole job with the torch threads and the niceness they were given, by flag, by
+"""The trainer's thread and priority bounds (TrainConfig.threads, model/train.py; model/priority.py): `mindstream
+train` and `mindstream retrain` run their whole job with the torch threads and the niceness they were given, by flag, by
 variable or by default; a bad value is one line. What the bounds buy in latency is docs/benchmarks/
 retrain_beside.md's (bench/retrain_beside.py), not a test's."""
 
@@ -16,7 +16,8 @@ import torch
 
 from infra.broker import EmbeddedBroker
 from infra.processes import REPO
-from model.train import MAX_NICE, TRAIN_NICE, TRAIN_THREADS, TrainConfig, train_release
+from model.priority import MAX_NICE, TRAIN_NICE
+from model.train import TRAIN_THREADS, TrainConfig, train_release
 from stream.cli import main
 
 TINY = ["--d", "8", "--K", "2", "--max-len", "10", "--hidden", "16", "--profile-dim", "4", "--epochs", "1", "--quiet"]
@@ -116,7 +117,32 @@ def test_train_command_runs_with_the_default_bounds(tmp_path: Path) -> None:
     assert [s["at"] for s in seen] == ["_fit", "write_release"]
     assert {(s["threads"], s["nice"]) for s in seen} == {(TRAIN_THREADS, min(MAX_NICE, os.nice(0) + TRAIN_NICE))}
     manifest = json.loads(next((tmp_path / "models").glob("*/manifest.json")).read_text())
-    assert (manifest["train_config"]["threads"], manifest["train_config"]["nice"]) == (TRAIN_THREADS, TRAIN_NICE)
+    assert manifest["train_config"]["threads"] == TRAIN_THREADS
+
+
+# Notes the niceness when torch is first imported, then runs the command line.
+BEFORE_IMPORTS = """
+import os, sys
+class Hook:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            print("NICE_AT_TORCH_IMPORT", os.nice(0), flush=True)
+            sys.meta_path.remove(self)
+        return None
+sys.meta_path.insert(0, Hook())
+from stream.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("command", ["train", "retrain"])
+def test_the_priority_applies_before_the_command_imports_torch(command: str) -> None:
+    # importing torch and the rest is ~2 s of CPU, which would run at the workers' priority
+    proc = subprocess.run([sys.executable, "-c", BEFORE_IMPORTS, command, "--nice", "6", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("NICE_AT_TORCH_IMPORT"))
+    assert int(line.split()[1]) == min(MAX_NICE, os.nice(0) + 6)
 
 
 def test_train_release_bounds_threads_for_the_job_and_puts_them_back(tmp_path: Path, monkeypatch) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model.data import load_dataset
+from model.priority import Priority
 from model.release import ReleaseError, current_release_dir, load_release, new_version, set_current
 from model.settings import add_flags, from_args, setting
 from stream.commands.announce import announcement_for, publish
@@ -185,14 +186,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-announce", action="store_true", help="write and verify the release, announce nothing")
     add_flags(parser, MINDConfig)
     add_flags(parser, TrainConfig)
+    add_flags(parser, Priority)
 
 
 def run(args: argparse.Namespace) -> int:
     from model.mind import MINDConfig
-    from model.train import TrainConfig, lower_priority
+    from model.train import TrainConfig
 
+    # the whole job yields to the workers on its cores: stream/cli.py applied its priority (model/priority.py)
     train_cfg = from_args(TrainConfig, args)
-    lower_priority(train_cfg.nice)  # the export too: the whole job yields to the workers on its cores
     path, stats = retrain(args.models_dir, args.bootstrap, args.topic_prefix, args.days, args.base or None,
                           from_args(MINDConfig, args), train_cfg, announce=not args.no_announce)
     print(json.dumps({"release": str(path), "export": stats.to_dict(),
