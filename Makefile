@@ -21,7 +21,7 @@ HOTSWAP_FLAGS ?=
 SOAK_FLAGS    ?=
 RETRAIN_BESIDE_FLAGS ?=
 
-.PHONY: help venv demo test lint eval train bench clean soak
+.PHONY: help venv demo test lint eval train bench clean soak profile
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -61,6 +61,9 @@ bench: $(STAMP)  ## user-tower, streaming, hot-swap, new-item, ANN and retrain-b
 
 clean:  ## remove the virtual environment and build outputs
 	rm -rf $(VENV) build *.egg-info
+
+profile: $(STAMP)  ## the worker under a CPU-time profile through a burst of clicks -> docs/benchmarks/profile-beauty.md
+	$(BIN)/python -m bench.profile_worker $(PROFILE_FLAGS)
 
 soak: $(STAMP)  ## soak test: 10 min at 50 clicks/s on one worker -> docs/soak.png, figures in docs/reliability.md (SOAK_FLAGS="--duration-s 120")
 	$(BIN)/python -m bench.soak $(SOAK_FLAGS)

@@ -405,7 +405,7 @@ Phases, median of {ld['phase_runs']} runs under cProfile (total there
 
 ## 2. Click -> candidates latency around a swap
 
-One `mindstream worker` (defaults: {c['partitions']} partitions, batch window {c['batch_window_ms']} ms, batch max
+One `mindstream worker` (defaults: {c['partitions']} partitions, batch max
 {c['batch_max']}, top {c['top_n']}) on a fresh embedded Tansu broker, serving `{sw['v1']}`; the simulator's clicks
 ({c['sim_users']:,} users over the same catalog) at {c['rate']:g}/s for {c['duration_s']:g} s after a warm-up of
 {sw['warmup_clicks']} clicks; at t = {c['announce_at_s']:g} s CURRENT -> `{sw['v2']}` and its announcement on
@@ -497,7 +497,7 @@ def main() -> int:
         "conditions": {
             "argv": " ".join(sys.argv[1:]), "items": args.items, "rate": args.rate, "duration_s": args.duration_s,
             "announce_at_s": args.announce_at_s, "warmup": args.warmup, "sim_users": args.sim_users,
-            "partitions": settings.partitions, "batch_window_ms": settings.batch_window_ms,
+            "partitions": settings.partitions,
             "batch_max": settings.batch_max, "top_n": settings.top_n,
             **machine_conditions(load_before, args.load_note),
         },

@@ -36,10 +36,13 @@ class WorkerProcess:
     """One `mindstream worker` subprocess serving the release under `models_dir` (or the `--release` in `args`),
     with its state in `state_dir` and its web server on `web_port` (default: a free one), in a session of its own
     so that a signal reaches it alone; stdout and stderr go to `log_path`. `args` are further worker flags; `env`
-    is added to this process's environment."""
+    is added to this process's environment; `python_args` go to the interpreter before `-m stream.cli` (a profiler:
+    `("-m", "bench.cpu_profile", path)`); `repo` is the checkout whose code it runs (another commit's worktree, to
+    compare two versions side by side)."""
 
     def __init__(self, name: str, log_path: Path, bootstrap: str, state_dir: Path, models_dir: Path | None = None,
-                 web_port: int | None = None, args: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
+                 web_port: int | None = None, args: Sequence[str] = (), env: dict[str, str] | None = None,
+                 python_args: Sequence[str] = (), repo: Path = REPO) -> None:
         self.name = name
         self.log_path = log_path
         self.web_port = web_port if web_port is not None else free_port()
@@ -50,8 +53,8 @@ class WorkerProcess:
                  *(("--models-dir", str(models_dir.resolve())) if models_dir is not None else ()), *args]
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker", *flags],
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, cwd=REPO, stdout=self._log,
+            [sys.executable, *python_args, "-m", "stream.cli", "worker", *flags],
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, cwd=repo, stdout=self._log,
             stderr=subprocess.STDOUT, start_new_session=True,
         )
 

@@ -350,6 +350,17 @@ class Release:
     def item_id(self, label: int) -> str:
         return self.item_ids[label] if label < len(self.item_ids) else self.new_items.item_id(label)
 
+    def item_ids_of(self, labels: np.ndarray) -> list[str]:
+        """`item_id` of every label, by one array lookup for the trained ones (a list of 100 per user and click)."""
+        n = len(self.item_ids)
+        if len(labels) == 0 or labels.max() < n:
+            return self._id_array[labels].tolist()
+        return [self.item_id(int(label)) for label in labels]
+
+    @functools.cached_property
+    def _id_array(self) -> np.ndarray:
+        return np.asarray(self.item_ids, dtype=object)
+
     @property
     def n_indexed(self) -> int:
         return len(self.item_ids) + len(self.new_items)

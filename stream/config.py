@@ -32,9 +32,9 @@ class Settings:
     role: str = setting("all", "agents to run: all, interest (clicks -> user-interests) or recall (user-interests "
                         "-> candidates)", choices=ROLES)
     top_n: int = setting(100, "candidates per user")
-    # users whose clicks arrive within the window share one ONNX run
-    batch_max: int = setting(64, "most clicks per user-tower batch")
-    batch_window_ms: float = setting(5.0, "longest wait, in ms, for a batch to fill (bounds the added latency)")
+    # a batch is what the last fetches brought (stream/worker/batching.py): one click when the rate is low, up to
+    # this under load; the users of a batch share one ONNX run and one hnswlib query
+    batch_max: int = setting(64, "most clicks per batch")
     # a larger bound keeps history for later models
     max_len: int = setting(0, "behavior sequence bound; 0 = the release's max_len (a larger value keeps more "
                            "history)")

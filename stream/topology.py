@@ -1,14 +1,16 @@
 """The topology of a deployment on one screen: every topic and table, its key, its value type and who writes and
-reads it. Names are base names: `Settings.topic()` prepends the deployment's topic prefix; a table's changelog
-topic is Faust's `<app id>-<table>-changelog` (the app id of stream/worker/app.py, prefix and role included).
+reads it. Names are base names: `Settings.topic()` prepends the deployment's topic prefix; the behaviors table's
+changelog topic is Faust's `<app id>-<table>-changelog` (the app id of stream/worker/app.py, prefix and role
+included); latest-candidates writes to the candidates topic.
 The value types are in stream/messages.py (clicks: stream/events.py); the wire formats in docs/schemas/.
 
     clicks ──► interests agent ──► user-interests ──► recall agent ──► candidates
-      │          │   │   (--role all: to recall in memory)      └── latest-candidates table
+      │          │   │   (--role all: to recall in memory)      = latest-candidates table's changelog
       │          │   ├── behaviors table
       │          │   ├── bad click ──► clicks-dlq
-      │          │   └── first click of a new item with its category ──► items
-      └──► online hit-rate agent (reads latest-candidates)
+      │          │   ├── first click of a new item with its category ──► items
+      │          │   └── --role all: online hit rate (reads latest-candidates)
+      └──► recall role: online hit-rate agent (reads latest-candidates)
     refresh-requests ──► refresh agent (reads behaviors) ──► user-interests   (`mindstream refresh`)
     model-releases ──► every worker's hot swap              (`mindstream retrain` / `rollback`)
     items ──► every worker's catalog                        (`mindstream produce --items`, the interests agent)
@@ -48,7 +50,8 @@ class Table:
     value: type  # what the worker stores per key (behaviors: its to_state() dict; latest-candidates: to_json())
 
     def changelog(self, app_id: str) -> str:
-        """The table's changelog topic in the app `app_id` (Faust's name)."""
+        """The table's changelog topic in the app `app_id` (Faust's name; latest-candidates has the candidates
+        topic instead)."""
         return f"{app_id}-{self.name}-changelog"
 
 
@@ -62,7 +65,8 @@ ITEMS = Topic("items", key="item id", value=CatalogItem, compacted=True)
 
 # the user's behavior sequence, written by the interests agent only (interest role, or all)
 BEHAVIORS = Table("behaviors", key="user id", value=Behaviors)
-# the candidates value last published for the user (recall role, or all): the online hit rate and /users read it
+# the candidates value last published for the user (recall role, or all): the online hit rate and /users read it.
+# Its changelog is the candidates topic (stream/worker/recall.py): writing the table publishes the list.
 LATEST_CANDIDATES = Table("latest-candidates", key="user id", value=Candidates)
 
 TOPICS = (CLICKS, USER_INTERESTS, CANDIDATES, CLICKS_DLQ, REFRESH_REQUESTS, MODEL_RELEASES, ITEMS)

@@ -118,7 +118,7 @@ def stack(ml100k_release: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     work = tmp_path_factory.mktemp("monitoring")
     with EmbeddedBroker(log_path=str(work / "broker.log")) as broker:
         worker = WorkerProcess("worker", work / "worker.log", broker.bootstrap, work / "state",
-                               models_dir=ml100k_release.parent, args=("--partitions", "4", "--batch-window-ms", "2"))
+                               models_dir=ml100k_release.parent, args=("--partitions", "4"))
         web_port = worker.web_port
         try:
             base = f"http://127.0.0.1:{web_port}"

@@ -23,7 +23,8 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from infra.broker import EmbeddedBroker
-from infra.measure import metric_value
+from infra.measure import metric_samples, metric_value
+from infra.processes import wait_until
 from model.data import load_dataset
 from model.release import load_release
 from stream import topology
@@ -304,6 +305,18 @@ def test_the_readme_consumer_prints_the_candidate_lists(pipeline: dict) -> None:
         assert len(top) == 5 and any(ids[:5] == top for ids in published[m[1]]), m[0]
 
 
+def test_a_backlog_is_taken_in_batches_and_every_stage_is_observed_per_batch(pipeline: dict) -> None:
+    """The scenario's clicks arrive together: the interest agent takes what each fetch brought as one batch
+    (stream/worker/batching.py), and /metrics splits each batch's time into its stages."""
+    m = pipeline["metrics"]
+    consumed = sum(v for _, v in metric_samples(m, "mindstream_events_total"))
+    batches = metric_value(m, "mindstream_stage_seconds_count", 'stage="parse_table"')
+    assert 1 <= batches < consumed, (batches, consumed)
+    for stage in ("tower", "search", "produce"):  # a batch with a known item runs each once
+        assert 1 <= metric_value(m, "mindstream_stage_seconds_count", f'stage="{stage}"') <= batches, stage
+    assert metric_value(m, "mindstream_fetch_wait_seconds_count") >= consumed - len(pipeline["scenario"].bad)
+
+
 def test_restart_keeps_every_behavior_sequence(pipeline: dict) -> None:
     s: Scenario = pipeline["scenario"]
     broker = pipeline["broker"]
@@ -334,6 +347,12 @@ def test_restart_keeps_every_behavior_sequence(pipeline: dict) -> None:
             expected = (before[user]["history"] + [item])[-pipeline["release"].max_len:]
             assert after[user]["history"] == expected, (user, before[user]["history"], after[user]["history"])
             assert after[user]["seq_len"] == len(expected)
+        # latest-candidates came back from the candidates topic, its changelog: each click after the restart is
+        # judged against the user's list from before it
+        def judged() -> float:
+            return sum(v for _, v in metric_samples(worker.metrics(), "mindstream_online_clicks_total"))
+
+        assert wait_until(lambda: judged() >= len(users), 30), judged()
     finally:
         assert worker.stop() == 0
 

@@ -92,3 +92,16 @@ def test_changelog_names_are_fausts() -> None:
                     store="memory://")
     table = app.Table(topology.BEHAVIORS.name)
     assert table.changelog_topic.get_topic_name() == topology.BEHAVIORS.changelog(app.conf.id)
+
+
+def test_latest_candidates_is_written_through_the_candidates_topic(ml100k_release: Path) -> None:
+    """The table's changelog is the candidates topic (one record per list), and only a worker without the
+    interest agent runs an online hit-rate agent of its own (with `--role all` the interest agent judges)."""
+    from stream.worker.main import build
+
+    for role, own_online_agent in (("all", False), ("recall", True)):
+        settings = Settings(role=role, topic_prefix="t-", models_dir=str(ml100k_release.parent))
+        app, _ = build(settings)
+        table = app.tables[topology.LATEST_CANDIDATES.name]
+        assert table.changelog_topic.get_topic_name() == settings.topic(topology.CANDIDATES.name), role
+        assert ("online-hit-rate" in app.agents) == own_online_agent, (role, list(app.agents))

@@ -16,6 +16,15 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 )
 
+# 0.1 ms .. 10 s, finer than LATENCY_BUCKETS where a click's stages live, so p50 and p99 read from the buckets (as
+# Prometheus' histogram_quantile and bench/stream.py do) land within a bucket of a few tenths of a millisecond
+STAGE_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02,
+    0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0,
+)
+# the worker's part of a click's latency, in the order a batch runs them
+STAGES: tuple[str, ...] = ("parse_table", "tower", "search", "produce")
+
 EVENTS = Counter(
     "mindstream_events", "Clicks consumed, by outcome: ok, invalid, duplicate, unknown_item.", ["status"]
 )
@@ -23,7 +32,20 @@ DEAD_LETTERS = Counter(
     "mindstream_dead_letters", "Records written to clicks-dlq, by reason.", ["reason"]
 )
 RECOMPUTE_SECONDS = Histogram(
-    "mindstream_recompute_seconds", "Click consumed -> user's interests published.", buckets=LATENCY_BUCKETS
+    "mindstream_recompute_seconds",
+    "Click consumed -> the user's candidates published (role all), or its interests (role interest): the "
+    "worker's part of a click's latency.", buckets=STAGE_BUCKETS,
+)
+FETCH_WAIT_SECONDS = Histogram(
+    "mindstream_fetch_wait_seconds",
+    "Click ts (producer clock) -> consumed by the worker: the producer's send, the broker, and the fetch wait.",
+    buckets=STAGE_BUCKETS,
+)
+STAGE_SECONDS = Histogram(
+    "mindstream_stage_seconds",
+    "The worker's time per batch, by stage: parse_table (validate, de-duplicate, behaviors table), tower (ONNX "
+    "user tower), search (hnswlib per interest + merge), produce (interests, candidates and table updates sent).",
+    ["stage"], buckets=STAGE_BUCKETS,
 )
 USER_TOWER_SECONDS = Histogram(
     "mindstream_user_tower_seconds", "One ONNX user-tower run (one batch of users).", buckets=LATENCY_BUCKETS
@@ -66,6 +88,8 @@ ONLINE_CLICKS = Counter(
     "mindstream_online_clicks", "Clicks judged against the user's latest candidate list.", ["version"]
 )
 
+for _stage in STAGES:
+    STAGE_SECONDS.labels(stage=_stage)
 for _status in ("ok", "invalid", "duplicate", "unknown_item"):
     EVENTS.labels(status=_status)  # series exist at 0 from the start: rate() has data, alerts see a baseline
 for _status in ("ok", "no_behaviors", "unknown_items", "error"):

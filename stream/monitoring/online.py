@@ -11,15 +11,16 @@ Labels stay few: k has three values and a version lives one day, so a worker exp
 handful of series per counter. A click with no earlier candidate list (a new user, or only a list
 computed from this very click) is not counted: there was nothing to hit.
 
-`install` adds an agent that judges every click where the latest-candidates table lives (the recall
-agent's table, stream/worker/recall.py): the clicks topic and the table's topics are co-partitioned by user
-id, so a user's clicks and latest list are on the same worker. It runs beside the interest agent on
-the same topic (Faust delivers each record to both) and only reads, so it adds no ordering constraint.
+Where the latest-candidates table lives (stream/worker/recall.py) clicks are judged against it: the clicks topic
+and the table's topic are co-partitioned by user id, so a user's clicks and latest list are on the same worker.
+A worker running both agents (`--role all`) judges each valid click in the interest agent, before applying it
+(`click_judge`): a second agent on the clicks topic cost a second delivery and parse of every click. A recall
+worker has no interest agent; `install` gives it an agent of its own on the clicks topic, which only reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,14 +99,26 @@ def from_metrics() -> OnlineHitRate:
     return OnlineHitRate(metrics.ONLINE_CLICKS, metrics.ONLINE_HITS)
 
 
-def install(app: Any, settings: Any, latest_table: Any, rate: OnlineHitRate | None = None) -> Any:
-    """Declare the online hit-rate agent on `app`: every valid click is judged against
-    `latest_table[user_id]` (the user's latest `candidates` value). Returns the agent."""
-    from stream.events import InvalidEvent, parse_click
-    from stream.topology import CLICKS
+def click_judge(latest_table: Any, rate: OnlineHitRate | None = None) -> Callable[[Any], None]:
+    """`judge(click)`: counts a valid click (stream.events.Click) against `latest_table[user_id]`, the user's
+    latest `candidates` value. Called under the click's event, which picks the table partition."""
     from stream.worker.recall import latest_candidates
 
     rate = rate or from_metrics()
+
+    def judge_click(click: Any) -> None:
+        rate.observe(latest_candidates(latest_table, click.user_id), click.item_id, click.ts)
+
+    return judge_click
+
+
+def install(app: Any, settings: Any, latest_table: Any, rate: OnlineHitRate | None = None) -> Any:
+    """Declare the online hit-rate agent on `app` (a worker without the interest agent): every valid click is
+    judged against `latest_table[user_id]`. Returns the agent."""
+    from stream.events import InvalidEvent, parse_click
+    from stream.topology import CLICKS
+
+    judge_click = click_judge(latest_table, rate)
     clicks_topic = app.topic(settings.topic(CLICKS.name), key_serializer="raw", value_serializer="raw",
                              partitions=settings.partitions)
 
@@ -115,6 +128,6 @@ def install(app: Any, settings: Any, latest_table: Any, rate: OnlineHitRate | No
             click = parse_click(event.value, event.key, settings.max_event_bytes)
             if isinstance(click, InvalidEvent):
                 continue  # the interest agent dead-letters it
-            rate.observe(latest_candidates(latest_table, click.user_id), click.item_id, click.ts)
+            judge_click(click)
 
     return online_hit_rate

@@ -74,7 +74,7 @@ def current_event(event: faust.types.EventT) -> Iterator[None]:
     """Make `event` the current event of this task while a batched event's table reads and writes happen.
 
     Faust picks the RocksDB partition and the changelog partition of a table access from the current event
-    (a context variable); inside a `take_events` batch that is unset or another partition's event. Only this
+    (a context variable); inside a `take_ready` batch that is unset or another partition's event. Only this
     task's context changes: the stream's own iteration, in its background task, is not disturbed.
     """
     token = _current_event.set(weakref.ref(event))

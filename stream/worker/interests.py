@@ -7,8 +7,8 @@ A click on an item the served release was not trained on is a valid click: it is
 (unknown_item). When the click or the `items` catalog gives its category, the item has that category's vector
 (model/new_items.py), in the user's sequence and in the index, so the click moves the user's interests.
 
-Clicks are taken in small batches (`batch_max` within `batch_window_ms`): the users of one batch share
-one ONNX run. Offsets are acknowledged only after the batch's interests are sent (at-least-once; a
+Clicks are taken in batches of what is ready (stream/worker/batching.py, at most `batch_max`): the users of one
+batch share one ONNX run. Offsets are acknowledged only after the batch's interests are sent (at-least-once; a
 redelivered click is recognised by its event id and changes nothing).
 """
 
@@ -32,6 +32,7 @@ from stream.messages import CatalogItem, DeadLetter, UserInterests
 from stream.monitoring import metrics
 from stream.topology import BEHAVIORS, CLICKS, CLICKS_DLQ, REFRESH_REQUESTS, USER_INTERESTS
 from stream.worker.app import current_event, table_options
+from stream.worker.batching import take_ready
 from stream.worker.behaviors import Behaviors
 from stream.worker.catalog import CLICK_SOURCE, announce, register
 from stream.worker.recall import CandidatesPublisher, RecallRequest
@@ -76,7 +77,7 @@ def run_tower(release: Release, users: list[Behaviors]) -> tuple[np.ndarray, np.
     behaviors = np.stack([e for e, _ in encoded])
     mask = np.stack([m for _, m in encoded])
     profile = np.stack([release.encode_profile(b.profile) for b in users])
-    with metrics.USER_TOWER_SECONDS.time():
+    with metrics.USER_TOWER_SECONDS.time(), metrics.STAGE_SECONDS.labels(stage="tower").time():
         return release.tower(behaviors, mask, profile)
 
 
@@ -113,34 +114,41 @@ def run_tower_isolated(release: Release, users: list[_Recompute]
 
 async def emit(release: Release, users: list[_Recompute], interests_topic: faust.types.TopicT,
                candidates: CandidatesPublisher | None, refresh: bool = False,
-               on_sent: Callable[[str], None] | None = None) -> list[tuple[_Recompute, Exception]]:
-    """The tower for `users`; each user's interests to `user-interests` (`on_sent(user_id)` right after
-    its send) and, with `candidates` (`--role all`), to recall in memory. Returns the users whose tower run
+               on_published: Callable[[str], None] | None = None) -> list[tuple[_Recompute, Exception]]:
+    """The tower for `users`; each user's interests to `user-interests` and, with `candidates` (`--role all`),
+    to recall in memory; then `on_published(user_id)` for each user served. Returns the users whose tower run
     failed, with the error (logged here; the caller dead-letters or counts them)."""
     done, failed = run_tower_isolated(release, users)
     for u, e in failed:
         log.error("user tower of %s failed for user %s: %r", release.version, u.user_id, e)
-    if done:
-        observe_interest_similarity([vectors for _, vectors, _ in done], [n for _, _, n in done])
+    if not done:
+        return failed
+    observe_interest_similarity([vectors for _, vectors, _ in done], [n for _, _, n in done])
     requests = []
+    produce_s = 0.0
     for u, user_interests, n_interests in done:
         vectors = kept_interests(user_interests, n_interests)
         value = interests_message(u.user_id, release, vectors, u.behaviors, u.event_ts, refresh)
+        started = time.perf_counter()
         await interests_topic.send(key=u.user_id.encode("utf-8"), value=value.to_json())
-        if on_sent is not None:
-            on_sent(u.user_id)
+        produce_s += time.perf_counter() - started
         requests.append(RecallRequest(u.user_id, release, vectors, u.behaviors.items, u.event_ts, u.event, refresh))
-    if candidates is not None and requests:
-        await candidates.publish(requests)
+    if candidates is not None:
+        produce_s += await candidates.publish(requests)
+    metrics.STAGE_SECONDS.labels(stage="produce").observe(produce_s)
+    if on_published is not None:
+        for u, _, _ in done:
+            on_published(u.user_id)
     return failed
 
 
 def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
-            candidates: CandidatesPublisher | None = None, items_topic: faust.types.TopicT | None = None
-            ) -> faust.Table:
+            candidates: CandidatesPublisher | None = None, items_topic: faust.types.TopicT | None = None,
+            judge: Callable[[Click], None] | None = None) -> faust.Table:
     """Declare the interest agent on `app`; returns its `behaviors` table (user id -> Behaviors state).
     With `candidates` (`--role all`), each batch's interests also go to recall in memory. With `items_topic`,
-    an item first seen in a click that names its category is announced there."""
+    an item first seen in a click that names its category is announced there. `judge` sees each valid click
+    before it is applied (the online hit rate, stream/monitoring/online.py)."""
     clicks_topic = app.topic(settings.topic(CLICKS.name), key_serializer="raw", value_serializer="raw",
                              partitions=settings.partitions)
     dlq_topic = app.topic(settings.topic(CLICKS_DLQ.name), key_serializer="raw", value_serializer="raw",
@@ -162,13 +170,20 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
             await reject(event.key, event.value, parsed.reason, parsed.error)
             return
         click: Click = parsed
+        consumed = getattr(event.message, "time_in", None) or time.monotonic()  # when the stream got the record
+        metrics.FETCH_WAIT_SECONDS.observe(max(0.0, time.time() - (time.monotonic() - consumed) - click.ts))
         state = pending[click.user_id].behaviors if click.user_id in pending else \
             Behaviors.from_state(behaviors_table.get(click.user_id))
         max_len = max(settings.max_len, release.max_len)
         if not state.add(click, max_len, settings.dedup_size):
             metrics.EVENTS.labels(status="duplicate").inc()
             return
-        behaviors_table[click.user_id] = state.to_state()
+        if judge is not None:  # the list this click is judged against is not replaced before the batch publishes
+            judge(click)
+        entry = pending.setdefault(click.user_id, _Pending(state, click.ts, event))
+        entry.event_ts, entry.event = click.ts, event
+        entry.events.append(event)
+        entry.consumed.append(consumed)
         if click.item_id in release.item_index:
             metrics.EVENTS.labels(status="ok").inc()
         else:  # valid, kept in the sequence; a new item when its category is known
@@ -177,10 +192,13 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
                 register(registry, CatalogItem(click.item_id, click.category), CLICK_SOURCE)
                 if items_topic is not None:
                     await announce(items_topic, click.item_id, click.category)
-        entry = pending.setdefault(click.user_id, _Pending(state, click.ts, event))
-        entry.event_ts, entry.event = click.ts, event
-        entry.events.append(event)
-        entry.consumed.append(getattr(event.message, "time_in", None) or time.monotonic())
+
+    def store(pending: dict[str, _Pending]) -> None:
+        # once per user and batch, however many of its clicks the batch holds: one changelog record, not one
+        # per click; before any interests are sent, so a sent list never comes from an unsaved sequence
+        for user_id, entry in pending.items():
+            with current_event(entry.event):  # the table partition is the user's
+                behaviors_table[user_id] = entry.behaviors.to_state()
 
     async def publish(release: Release, pending: dict[str, _Pending]) -> None:
         # a user none of whose items has a vector in the release gets no interest update
@@ -189,21 +207,22 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
         if not users:
             return
 
-        def sent(user_id: str) -> None:
+        def published(user_id: str) -> None:
             now = time.monotonic()
             for consumed in pending[user_id].consumed:
                 metrics.RECOMPUTE_SECONDS.observe(max(0.0, now - consumed))
 
-        for u, e in await emit(release, users, interests_topic, candidates, on_sent=sent):
+        for u, e in await emit(release, users, interests_topic, candidates, on_published=published):
             # applied to the sequence, but no interests came of it: each of its clicks is a dead letter
             for event in pending[u.user_id].events:
                 await reject(event.key, event.value, "processing_error", f"user tower: {e!r}")
 
     @app.agent(clicks_topic, name="interests")
     async def interest_agent(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_window_ms / 1000.0):
+        async for events in take_ready(stream, settings.batch_max):
             release = registry.current  # one version per batch: the tower and the stamped version agree
             pending: dict[str, _Pending] = {}
+            started = time.perf_counter()
             for event in events:
                 with current_event(event):
                     try:
@@ -213,6 +232,8 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
                                       event.message.offset)
                         metrics.EVENTS.labels(status="invalid").inc()
                         await reject(event.key, event.value, "processing_error", repr(e))
+            store(pending)
+            metrics.STAGE_SECONDS.labels(stage="parse_table").observe(time.perf_counter() - started)
             await publish(release, pending)
 
     install_refresh(app, settings, registry, behaviors_table, interests_topic, candidates)
@@ -233,7 +254,7 @@ def install_refresh(app: faust.App, settings: Settings, registry: ReleaseRegistr
 
     @app.agent(requests_topic, name="refresh")
     async def refresh_agent(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_window_ms / 1000.0):
+        async for events in take_ready(stream, settings.batch_max):
             try:
                 await refresh(events)
             except Exception:  # a bug must cost these requests (a refresh can be run again), not the worker

@@ -26,6 +26,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def build(settings: Settings):
     """The configured Faust app with its agents and the release registry it serves from. The agents' tables
     are `app.tables["behaviors"]` (interest role) and `app.tables["latest-candidates"]` (recall role)."""
+    from stream.monitoring import online
     from stream.monitoring.install import install as install_monitoring
     from stream.worker import catalog, hotswap, interests, recall
     from stream.worker.app import create_app
@@ -39,7 +40,9 @@ def build(settings: Settings):
     candidates = recall.install(app, settings, registry, consume=settings.role == "recall") \
         if settings.runs_recall() else None
     if settings.runs_interest():
-        interests.install(app, settings, registry, candidates, items_topic)
+        # both agents here: the interest agent judges each click against the latest list (online hit rate)
+        judge = online.click_judge(candidates.latest) if candidates is not None else None
+        interests.install(app, settings, registry, candidates, items_topic, judge)
     install_monitoring(app, settings, registry)  # consumer lag, online hit rate, /users pages
     hotswap.install(app, settings, registry)  # follows model-releases: verified releases swap in (docs/hotswap.md)
     return app, registry
@@ -57,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     # (docs/benchmarks/retrain_beside.md). onnxruntime (model/release.py) and hnswlib already run on one thread.
     torch.set_num_threads(1)
     settings = settings_from_args(args)
+    # torch runs only the interest-similarity metric here, on [batch, K, d]: with its default of one OpenMP
+    # thread per core that took 12 ms per batch (threads spinning against the broker and onnxruntime), one
+    # thread takes 0.1 ms (docs/benchmarks/profile-beauty.md)
+    torch.set_num_threads(1)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from stream.errors import CommandError
 

@@ -25,6 +25,7 @@ from stream.messages import Candidate, Candidates, MessageError, UserInterests
 from stream.monitoring import metrics
 from stream.topology import CANDIDATES, LATEST_CANDIDATES, USER_INTERESTS
 from stream.worker.app import current_event, table_options
+from stream.worker.batching import take_ready
 from stream.worker.releases import ReleaseRegistry
 
 log = logging.getLogger(__name__)
@@ -69,54 +70,67 @@ def recall_batch(release: Release, queries: list[tuple[np.ndarray, set[str] | li
     for block, seen_labels in zip(blocks, seen, strict=True):
         label, score, interest = merge(rows[row : row + block.shape[0]], seen_labels, top_n)
         row += block.shape[0]
-        out.append([{"item_id": release.item_id(lab), "score": sc, "interest": it}
-                    for lab, sc, it in zip(label.tolist(), score.tolist(), interest.tolist(), strict=True)])
+        ids = release.item_ids_of(label)
+        out.append([{"item_id": item, "score": sc, "interest": it}
+                    for item, sc, it in zip(ids, score.tolist(), interest.tolist(), strict=True)])
     return out
 
 
 class CandidatesPublisher:
-    """Searches a batch of `RecallRequest`s and publishes one `candidates` value per user; keeps the latest
-    value per user in the `latest-candidates` table (the online hit rate and the /users pages read it).
+    """Searches a batch of `RecallRequest`s and publishes one `candidates` value per user, by writing it to the
+    `latest-candidates` table (the online hit rate and the /users pages read it) whose changelog is the
+    candidates topic itself: one record per list serves the consumers and the table's recovery. A changelog of
+    its own would have written a second full copy of every list (a fifth of the records a click caused).
 
-    The value is encoded to JSON once: the same bytes go to the topic, the table's changelog and RocksDB."""
+    The value is encoded to JSON once: the same bytes go to the topic and to RocksDB."""
 
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.top_n = settings.top_n
         self.topic = app.topic(settings.topic(CANDIDATES.name), key_serializer="raw", value_serializer="raw",
                                partitions=settings.partitions)
         # user id -> the candidates value last published for the user (JSON bytes; read with latest_candidates)
-        self.latest = app.Table(LATEST_CANDIDATES.name, key_type=str, value_type=bytes,
-                                partitions=settings.partitions, help="latest candidate list per user",
-                                options=table_options())
+        # bytes keys and values: Faust's raw serializer (a str key would be JSON-quoted), so a changelog record is
+        # the topic's contract: the UTF-8 user id and the JSON value
+        self.latest = app.Table(LATEST_CANDIDATES.name, key_type=bytes, value_type=bytes,
+                                partitions=settings.partitions, changelog_topic=self.topic,
+                                help="latest candidate list per user", options=table_options())
 
-    async def publish(self, requests: list[RecallRequest]) -> None:
+    async def publish(self, requests: list[RecallRequest]) -> float:
+        """Search and publish; returns the seconds spent sending (the caller's produce stage: with `--role all`
+        the interests' sends belong to it too). The search stage is observed here."""
         by_release: dict[str, list[RecallRequest]] = {}
         for r in requests:
             by_release.setdefault(r.release.version, []).append(r)
+        search_s = produce_s = 0.0
         for batch in by_release.values():
             try:
                 started = time.perf_counter()
                 lists = recall_batch(batch[0].release, [(r.interests, r.history) for r in batch], self.top_n)
-                per_user = (time.perf_counter() - started) / len(batch)  # the histogram is per user
+                searched = time.perf_counter()
+                search_s += searched - started
+                per_user = (searched - started) / len(batch)  # the histogram is per user
                 for r, items in zip(batch, lists, strict=True):
                     metrics.RECALL_SECONDS.observe(per_user)
                     await self._send(r, items)
+                produce_s += time.perf_counter() - searched
             except Exception:  # a bug must cost these lists (the next click recomputes them), not the worker
                 log.exception("recall of %d users of %s failed", len(batch), batch[0].release.version)
+        if requests:
+            metrics.STAGE_SECONDS.labels(stage="search").observe(search_s)
+        return produce_s
 
     async def _send(self, r: RecallRequest, items: list[Candidate]) -> None:
         value = Candidates(r.user_id, r.release.version, items, r.event_ts, time.time(), r.refresh)
         raw = value.to_json()
-        await self.topic.send(key=r.user_id.encode("utf-8"), value=raw)
-        with current_event(r.event):  # the table partition is the user's
-            self.latest[r.user_id] = raw
+        with current_event(r.event):  # the table partition, and the topic's, is the user's click's
+            self.latest[r.user_id.encode("utf-8")] = raw  # -> the candidates topic, as the table's changelog
         if isinstance(r.event_ts, int | float) and not r.refresh:
             metrics.EVENT_TO_CANDIDATES_SECONDS.observe(max(0.0, value.published_ts - float(r.event_ts)))
 
 
 def latest_candidates(table: faust.Table, user_id: str) -> Candidates | None:
     """The `candidates` value last published for `user_id` (a `latest-candidates` table read), or None."""
-    raw = table.get(user_id)
+    raw = table.get(user_id.encode("utf-8"))
     return Candidates.from_json(raw) if raw else None
 
 
@@ -153,7 +167,9 @@ def install(app: faust.App, settings: Settings, registry: ReleaseRegistry,
 
     @app.agent(interests_topic, name="recall")
     async def recall_agent(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_window_ms / 1000.0):
-            await publisher.publish([r for r in (request_from(e, registry) for e in events) if r is not None])
+        async for events in take_ready(stream, settings.batch_max):
+            requests = [r for r in (request_from(e, registry) for e in events) if r is not None]
+            if requests:
+                metrics.STAGE_SECONDS.labels(stage="produce").observe(await publisher.publish(requests))
 
     return publisher
