@@ -9,8 +9,9 @@ DATA   ?=
 # Inputs of the targets below, each settable on the command line (`make eval EVAL_FLAGS="--jobs 3"`).
 # EVAL_DATA: the datasets `make eval` compares on; EVAL_FLAGS: more `mindstream eval` flags (--methods,
 # --seeds, --jobs, --set FIELD=VALUE). TRAIN_DATA: the dataset `make train` trains on; TRAIN_FLAGS: more
-# `mindstream train` flags (--epochs, --version, ...). BENCH_FLAGS, HOTSWAP_FLAGS, SOAK_FLAGS: flags of
-# `python -m bench.stream`, `bench.hotswap`, `bench.soak` and `bench.broker_growth` (e.g. BENCH_FLAGS="--repeats 1";
+# `mindstream train` flags (--epochs, --version, ...). BENCH_FLAGS, HOTSWAP_FLAGS, SOAK_FLAGS, GROWTH_FLAGS,
+# RETRAIN_BESIDE_FLAGS, PROFILE_FLAGS: flags of `python -m bench.stream`, `bench.hotswap`, `bench.soak`,
+# `bench.broker_growth`, `bench.retrain_beside` and `bench.profile_worker` (e.g. BENCH_FLAGS="--repeats 1";
 # GROWTH_FLAGS="--steps 0,150000 --hold-s 10").
 EVAL_DATA     ?= ../shared/data/amazon-beauty/Beauty.txt ../shared/data/ml-100k
 EVAL_FLAGS    ?=
@@ -20,6 +21,8 @@ BENCH_FLAGS   ?=
 HOTSWAP_FLAGS ?=
 SOAK_FLAGS    ?=
 GROWTH_FLAGS  ?=
+RETRAIN_BESIDE_FLAGS ?=
+PROFILE_FLAGS ?=
 
 .PHONY: help venv demo test lint eval train bench clean soak profile broker-growth
 
@@ -51,12 +54,13 @@ eval: $(STAMP)  ## offline comparison of all methods on EVAL_DATA -> docs/result
 train: $(STAMP)  ## train MIND on TRAIN_DATA, write a release under models/ and point models/CURRENT at it
 	$(BIN)/mindstream train --data $(TRAIN_DATA) --out models $(TRAIN_FLAGS)
 
-bench: $(STAMP)  ## user-tower, streaming, hot-swap, new-item and ANN benchmarks -> docs/benchmarks/{user_tower,stream,hotswap,new_items,ann}.{md,json}
+bench: $(STAMP)  ## user-tower, streaming, hot-swap, new-item, ANN and retrain-beside-the-worker benchmarks -> docs/benchmarks/{user_tower,stream,hotswap,new_items,ann,retrain_beside}.{md,json}
 	$(BIN)/python -m bench.user_tower
 	$(BIN)/python -m bench.stream $(BENCH_FLAGS)
 	$(BIN)/python -m bench.hotswap $(HOTSWAP_FLAGS)
 	$(BIN)/python -m bench.new_items_index
 	$(BIN)/python -m bench.ann
+	$(BIN)/python -m bench.retrain_beside $(RETRAIN_BESIDE_FLAGS)
 
 clean:  ## remove the virtual environment and build outputs
 	rm -rf $(VENV) build *.egg-info

@@ -112,7 +112,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=OUT_DIR, help="where to write the results (default %(default)s)")
     args = p.parse_args()
 
-    train_threads = torch.get_num_threads()  # what `mindstream train` gets: torch's default, all cores
+    train_threads = torch.get_num_threads()  # torch's default, all cores: `mindstream train --threads 0`
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
     cfg = MINDConfig()

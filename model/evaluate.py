@@ -380,7 +380,8 @@ def run(args: argparse.Namespace) -> int:
         base = replace(MINDConfig(), **parse_overrides(args.set))
     except ValueError as e:  # a bad --set
         raise CommandError(str(e)) from e
-    train_cfg = from_args(TrainConfig, args, progress=not args.quiet)
+    # threads 0: the evaluation's processes set their own (--jobs)
+    train_cfg = from_args(TrainConfig, args, progress=not args.quiet, threads=0)
     seeds = [train_cfg.seed + i for i in range(args.seeds)]
     device = resolve_device(args.device)
     t0 = time.perf_counter()

@@ -151,10 +151,12 @@ def write_release(
     version: str | None = None,
     make_current: bool = True,
     ef_check: ann.EfCheck | None = None,
+    index_threads: int = -1,
 ) -> Path:
     """Write models/<version>/ for a trained tower and (by default) make it CURRENT; returns the directory.
     With `ef_check`, the manifest's query-time ef is the smallest of model/ann.py's EFS whose recall@100 on
-    those users reaches its target (`choose_ef`); without, or when none reaches it, HNSW_EF_SEARCH."""
+    those users reaches its target (`choose_ef`); without, or when none reaches it, HNSW_EF_SEARCH.
+    `index_threads`: hnswlib's threads for the index build (-1: one per core)."""
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     version = version or new_version()
@@ -178,7 +180,7 @@ def write_release(
         (tmp / ITEM_CATEGORIES).write_text(json.dumps(item_categories, separators=(",", ":")), encoding="utf-8")
     index = hnswlib.Index(space="ip", dim=emb.shape[1])
     index.init_index(max_elements=emb.shape[0], ef_construction=HNSW_EF_CONSTRUCTION, M=HNSW_M, random_seed=100)
-    index.add_items(emb, np.arange(emb.shape[0]))
+    index.add_items(emb, np.arange(emb.shape[0]), num_threads=index_threads)
     index.save_index(str(tmp / "items.hnsw"))
     hnsw = {"space": "ip", "M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH}
     if ef_check is not None:

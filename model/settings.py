@@ -62,6 +62,8 @@ def _from_text(f: Field, raw: str, source: str) -> Any:
     except ValueError:
         kind = "0 or 1" if _is_switch(f) else _parse(f).__name__
         raise ValueError(f"{source}={raw!r} is not {kind}") from None
+    except argparse.ArgumentTypeError as e:  # a `parse` that names the values it takes, as argparse shows it
+        raise ValueError(f"{source}: {e}") from None
 
 
 def env_values(cls: type, names: Iterable[str] | None = None, environ: Mapping[str, str] | None = None) -> dict:

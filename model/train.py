@@ -11,9 +11,11 @@ validation HitRate@50, the offline figures written into the release are test fig
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from model.comirec import ComiRecSA
 from model.data import Split, Vocab, item_popularity, leave_one_out, load_dataset
 from model.metrics import ScoreFn, evaluate_split
 from model.mind import MIND, MINDConfig, Tower, YouTubeDNN
+from model.priority import Priority
 from model.progress import Progress
 from model.settings import add_flags, from_args, setting
 from stream.config import Settings
@@ -32,6 +35,22 @@ from stream.config import Settings
 # ----------------------------------------------------------------------------- configuration
 # Each setting is a flag of `mindstream train` and its variable MINDSTREAM_<FLAG> (model/settings.py); the
 # model's own settings are MINDConfig's (model/mind.py).
+
+# The trainer's thread bound, so that a daily retrain on the cores of the workers leaves them their SLO: torch's
+# default (one OpenMP thread per core, spinning between ops) beside a worker took all of a 2-core machine, and
+# two such processes slowed each other's training 90-fold. One thread leaves the other cores to the workers.
+# Its priority is model/priority.py's.
+TRAIN_THREADS = 1
+
+
+def thread_count(text: str) -> int:
+    """A --threads value: an int >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a thread count (0 or more)")
+    return value
+
+
 
 
 @dataclass
@@ -43,7 +62,9 @@ class TrainConfig:
     patience: int = setting(3, "early-stopping patience: epochs without a better validation HR@50")
     seed: int = setting(42, "random seed")
     device: str = setting("auto", "auto (CUDA when torch finds it, else CPU), cpu or cuda")
-    threads: int = setting(0, "torch CPU threads; 0 = torch's default (all cores), 1 is faster on a busy machine")
+    threads: int = setting(TRAIN_THREADS, "torch CPU threads of the whole job (training, test, index build); 0 = "
+                           "torch's default, all cores, which on cores shared with workers starves them "
+                           "(docs/benchmarks/retrain_beside.md)", parse=thread_count)
     ann_recall: float = setting(0.95, "recall@100 of the served candidate list against exact search that the "
                                 "release's hnswlib ef must reach on validation users; the smallest such ef of "
                                 f"{','.join(map(str, EFS))} is stored (200 when none reaches it)")
@@ -129,16 +150,23 @@ def evaluate(model: Tower, split: Split, part: str = "valid") -> dict[str, float
         model.train(was_training)
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op (OpenMP) threads set to `threads` for the block, then put back; 0 leaves them."""
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def fit(model: Tower, split: Split, cfg: TrainConfig) -> FitResult:
     """Adam on the sampled-softmax loss; keeps the weights of the best validation HR@50 epoch."""
     seed_everything(cfg.seed)
-    threads_before = torch.get_num_threads()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _fit(model, split, cfg)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _fit(model: Tower, split: Split, cfg: TrainConfig) -> FitResult:
@@ -204,10 +232,16 @@ def train_release(
     version: str | None = None,
 ) -> Path:
     """The whole training job: load any dataset, split, fit, test, write a release; returns its directory."""
-    from model.release import write_release  # release imports onnx tooling; keep `fit` importable without it
-
     model_cfg = model_cfg or MINDConfig()
     train_cfg = train_cfg or TrainConfig()
+    with torch_threads(train_cfg.threads):  # the test, the export and the ef check too, not only fit
+        return _train_release(data, out, model_cfg, train_cfg, model_kind, version)
+
+
+def _train_release(data: str | Path, out: str | Path, model_cfg: MINDConfig, train_cfg: TrainConfig,
+                   model_kind: str, version: str | None) -> Path:
+    from model.release import write_release  # release imports onnx tooling; keep `fit` importable without it
+
     interactions = load_dataset(data)
     vocab = Vocab.build(interactions)
     split = leave_one_out(interactions, vocab, model_cfg.max_len)
@@ -228,6 +262,7 @@ def train_release(
     return write_release(
         model.cpu(), vocab, out, data_summary=summary, metrics=metrics, train_config=asdict(train_cfg), version=version,
         ef_check=EfCheck(split.valid_items, split.profile, train_cfg.ann_recall),
+        index_threads=train_cfg.threads or -1,
     )
 
 
@@ -245,12 +280,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, TrainJob, ["model", "version"])
     add_flags(parser, MINDConfig)
     add_flags(parser, TrainConfig)
+    add_flags(parser, Priority)
 
 
 def run(args: argparse.Namespace) -> int:
     job = from_args(TrainJob, args)
-    path = train_release(job.data, args.models_dir, from_args(MINDConfig, args), from_args(TrainConfig, args),
-                         model_kind=job.model, version=job.version or None)
+    train_cfg = from_args(TrainConfig, args)  # the priority (model/priority.py) was applied by stream/cli.py
+    path = train_release(job.data, args.models_dir, from_args(MINDConfig, args), train_cfg, model_kind=job.model,
+                         version=job.version or None)
     manifest = json.loads((path / "manifest.json").read_text())
     print(f"release {manifest['version']} written to {path}")
     hnsw = manifest["hnsw"]

@@ -15,6 +15,8 @@ import importlib
 import os
 import sys
 
+from model import priority
+
 # name -> (module, one-line help). Modules are imported only when their command is used.
 COMMANDS: dict[str, tuple[str, str]] = {
     "broker": ("infra.broker_cli", "run the embedded Kafka-protocol broker (Tansu) on loopback"),
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     from stream.errors import expected_message
 
     wanted = next((a for a in argv if not a.startswith("-")), "")
+    if wanted in priority.COMMANDS:  # before the command's imports, seconds of CPU at the workers' priority
+        priority.apply(argv)
     try:
         parser = build_parser(argv)
     except ValueError as e:  # configure() reads flag defaults from the environment

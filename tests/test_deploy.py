@@ -81,6 +81,14 @@ def test_scaled_services_publish_no_host_ports(compose_config: dict) -> None:
         assert service["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
 
 
+def test_trainer_yields_the_cores_to_the_workers(compose_config: dict) -> None:
+    # niceness does not reach across containers; the cgroup weight does (docker's default is 1024)
+    services = compose_config["services"]
+    trainer = services["trainer"].get("cpu_shares", 1024)
+    for name in ("interest-worker", "recall-worker"):
+        assert trainer * 4 <= services[name].get("cpu_shares", 1024), (name, trainer)
+
+
 def test_topics_created_with_partitions_for_scale_out(compose_config: dict) -> None:
     init = compose_config["services"]["kafka-init"]
     script = "\n".join(init["command"])

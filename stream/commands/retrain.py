@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model.data import load_dataset
+from model.priority import Priority
 from model.release import ReleaseError, current_release_dir, load_release, new_version, set_current
 from model.settings import add_flags, from_args, setting
 from stream.commands.announce import announcement_for, publish
@@ -185,14 +186,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-announce", action="store_true", help="write and verify the release, announce nothing")
     add_flags(parser, MINDConfig)
     add_flags(parser, TrainConfig)
+    add_flags(parser, Priority)
 
 
 def run(args: argparse.Namespace) -> int:
     from model.mind import MINDConfig
     from model.train import TrainConfig
 
+    # the whole job yields to the workers on its cores: stream/cli.py applied its priority (model/priority.py)
+    train_cfg = from_args(TrainConfig, args)
     path, stats = retrain(args.models_dir, args.bootstrap, args.topic_prefix, args.days, args.base or None,
-                          from_args(MINDConfig, args), from_args(TrainConfig, args), announce=not args.no_announce)
+                          from_args(MINDConfig, args), train_cfg, announce=not args.no_announce)
     print(json.dumps({"release": str(path), "export": stats.to_dict(),
                       "announced": not args.no_announce}, indent=2))
     return 0

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     # torch runs only the interest-similarity metric here, on [batch, K, d]: with its default of one OpenMP
     # thread per core that took 12 ms per batch (threads spinning against the broker and onnxruntime), one
-    # thread takes 0.1 ms (docs/benchmarks/profile-beauty.md)
+    # thread takes 0.1 ms (docs/benchmarks/profile-beauty.md), and the spinning thread took cores the broker and a
+    # retrain beside it need (docs/benchmarks/retrain_beside.md)
     torch.set_num_threads(1)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from stream.errors import CommandError
