@@ -2,7 +2,7 @@
 
     python -m bench.stream [--repeats 3] [--baseline REF]      (make bench)
 
-Scenarios, each on a fresh embedded broker (Tansu) with one `mindstream worker` subprocess:
+Scenarios, each repeat on a fresh embedded broker (Tansu) with one `mindstream worker` subprocess:
 * beauty: a MIND release trained on Amazon Beauty (12,101 items) with a small budget; the Beauty
   users' sequences replayed user-interleaved;
 * 1m: a release over a 1,000,000-item synthetic catalog (bench/synthetic_release.py) and the
@@ -10,7 +10,7 @@ Scenarios, each on a fresh embedded broker (Tansu) with one `mindstream worker` 
 * bare: a bare aiokafka consume -> produce loop on the same kind of broker, the ceiling of what
   any Kafka-protocol stream processor in Python reaches here.
 
-Per scenario and repeat, after a warm-up:
+Per scenario and repeat (the broker's cost grows with what it holds: docs/reliability.md), after a warm-up:
 1. burst: `--burst` clicks offered at once; burst rate = clicks / (last list published - first click sent);
 2. 100/s for `--hold-s` seconds: p50/p99 of every list, and where the time goes (below);
 3. the SLO search: a bisection over offered rates between 100/s (which must hold) and 1.2 x the burst rate, in
@@ -341,15 +341,17 @@ def slo_search(probe: Callable[[float], Phase], low: Phase, high: float, steps: 
 
 def run_worker_scenario(name: str, models: Path, events: Iterator[dict], args: argparse.Namespace,
                         repo: Path = WORKER_REPO, repeats: int | None = None) -> list[dict]:
-    """Warm-up, then per repeat: burst, 100/s, the SLO search. Returns per-repeat results."""
+    """Per repeat, on a fresh broker and worker (the broker's cost grows with what it holds, docs/reliability.md, so
+    repeats on one broker would each start worse): warm-up, burst, 100/s, the SLO search. Returns per-repeat
+    results."""
     results: list[dict] = []
-    with contextlib.ExitStack() as stack:
-        sc = Scenario(name, models, events, repo, stack)
-        sc.warm_up(args.warmup)
-        for rep in range(repeats or args.repeats):
+    for rep in range(repeats or args.repeats):
+        with contextlib.ExitStack() as stack:
+            sc = Scenario(name, models, events, repo, stack)
+            sc.warm_up(args.warmup)
             burst = sc.burst(args.burst)
             at100 = sc.hold(100, args.hold_s)
-            slo, at_slo, probes = slo_search(lambda rate: sc.hold(rate, args.hold_s), at100, 1.2 * burst,
+            slo, at_slo, probes = slo_search(lambda rate, sc=sc: sc.hold(rate, args.hold_s), at100, 1.2 * burst,
                                              args.steps, args.slo_ms)
             results.append({"burst_eps": burst, "slo_eps": slo, "at100": asdict(at100),
                             "at_slo": asdict(at_slo) if at_slo else None, "probes": [asdict(p) for p in probes]})
@@ -637,7 +639,7 @@ ANN: the releases serve ef {ann['beauty']['ef']} (Beauty, recall@100 {ann['beaut
 
 - `.venv/bin/python -m bench.stream {c['argv']}` on {c['cores']} cores ({c['cpu']}); one `mindstream worker`
   process with default settings (batch max {c['batch_max']}, top {c['top_n']} candidates, fetch wait
-  {c['fetch_max_wait_ms']} ms), embedded Tansu broker, one fresh broker per scenario and worker. The benchmark
+  {c['fetch_max_wait_ms']} ms), embedded Tansu broker, a fresh broker and worker per repeat. The benchmark
   process itself (producer, reader) shares the cores.
 - Warm-up of {c['warmup']} clicks excluded. Each repeat: a burst of {c['burst']:,} clicks offered at once, then
   {c['hold_s']:g} s at 100 clicks/s, then the bisection between 100/s and 1.2x the burst rate.
