@@ -51,6 +51,16 @@ def lower_priority(nice: int) -> None:
             Path("/proc/self/autogroup").write_text(str(value))
 
 
+def autogroup_nice() -> int | None:
+    """The niceness of this process's session group (autogroup), or None where it has none: a kernel without
+    autogroup, or a session in the default group (the file then reads empty, as on some CI hosts)."""
+    try:
+        fields = Path("/proc/self/autogroup").read_text().split()
+    except OSError:
+        return None
+    return int(fields[-1]) if fields else None
+
+
 class _Unparsed(Exception):
     pass
 

@@ -16,7 +16,7 @@ import torch
 
 from infra.broker import EmbeddedBroker
 from infra.processes import REPO
-from model.priority import MAX_NICE, TRAIN_NICE
+from model.priority import MAX_NICE, TRAIN_NICE, autogroup_nice
 from model.train import TRAIN_THREADS, TrainConfig, train_release
 from stream.cli import main
 
@@ -27,13 +27,14 @@ TINY = ["--d", "8", "--K", "2", "--max-len", "10", "--hidden", "16", "--profile-
 SPY = """
 import json, os, sys, torch
 import model.release, model.train, stream.commands.retrain as retrain_command
+from model.priority import autogroup_nice
 seen = []
 def spy(module, name):
     real = getattr(module, name)
     def noted(*args, **kwargs):
         seen.append({"at": name, "threads": torch.get_num_threads(), "nice": os.nice(0),
                      "index_threads": kwargs.get("index_threads"),
-                     "autogroup": open("/proc/self/autogroup").read().split()[-1]})
+                     "autogroup": autogroup_nice()})
         return real(*args, **kwargs)
     setattr(module, name, noted)
 spy(retrain_command, "read_clicks"); spy(model.train, "_fit"); spy(model.release, "write_release")
@@ -93,12 +94,7 @@ def test_retrain_runs_its_whole_job_with_the_bounds_it_was_given(broker: Embedde
     assert [s["threads"] for s in seen[1:]] == [expected_threads] * 2
     assert seen[2]["index_threads"] == (threads or -1)
     # sharing pytest's session, it leaves the session's scheduling group (autogroup) as it was
-    assert {s["autogroup"] for s in seen} == {autogroup()}
-
-
-def autogroup() -> str:
-    """This process's autogroup niceness (what `lower_priority` may set for a job alone in its session)."""
-    return Path("/proc/self/autogroup").read_text().split()[-1]
+    assert {s["autogroup"] for s in seen} == {autogroup_nice()}
 
 
 @pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="no autogroup in this kernel")
@@ -108,7 +104,7 @@ def test_a_retrain_alone_in_its_session_lowers_the_session_too(broker: EmbeddedB
     seen = run_spied(["retrain", "--models", str(tmp_path / "models"), "--bootstrap", broker.bootstrap,
                       "--base", str(base), "--no-announce", *TINY, "--nice", "7"], {}, own_session=True)
     expected = min(MAX_NICE, os.nice(0) + 7)
-    assert [(s["nice"], s["autogroup"]) for s in seen] == [(expected, str(expected))] * 3
+    assert [(s["nice"], s["autogroup"]) for s in seen] == [(expected, expected)] * 3
 
 
 def test_train_command_runs_with_the_default_bounds(tmp_path: Path) -> None:
