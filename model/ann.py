@@ -15,7 +15,8 @@ neighbour list then fills with the catalog's long vectors, short items get few l
 stops growing: on the untrained 1,000,000-item synthetic release of before, recall@100 was 0.34 at ef 200 and
 0.52 at 1600 over the raw vectors, 0.44 and 0.79 over lifted ones (docs/benchmarks/ann.md). With every vector of
 norm R, the inner product between items is R^2 cos: the graph links items by direction, as for a metric, and the
-ranking of a query is unchanged.
+ranking of a query is unchanged. It is not free everywhere: on Beauty, where a vector's length carries popularity,
+the raw graph found a little more (0.981 against 0.968 at M 16, ef 50); both are past the target there.
 """
 
 from __future__ import annotations
