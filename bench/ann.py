@@ -3,9 +3,11 @@
     .venv/bin/python -m bench.ann [--users 1000] [--ef 50,100,150,200,400] [--target 0.95]
 
 Two indexes: the Beauty release (bench/stream.py `beauty_release`: trained with a small budget, reused when
-there) and the 1,000,000-item synthetic release (bench/synthetic_release.py). Real users' interests: the
-release's ONNX user tower on users' histories (Beauty: a fixed sample of the dataset's users, their newest
-max_len items; 1M: the simulator's users on that catalog), K'u interests each, as the worker keeps them.
+there) and the 1,000,000-item synthetic release (bench/synthetic_release.py: trained briefly on the simulator's
+users from 1,000 on). Real users' interests: the release's ONNX user tower on users' histories (Beauty: a fixed
+sample of the dataset's users, their newest max_len items; 1M: the simulator's first users on that catalog, not
+trained on), K'u interests each, as the worker keeps them. Both indexes are the releases' own (model/ann.py
+`build_index`: vectors lifted to one norm, hnswlib 'ip', M and ef_construction of model/release.py).
 
 Per index and ef: the candidate list is `recall_batch`'s (stream/worker/recall.py: one hnswlib search per
 interest, max over interests, the history removed), one user per call; the truth is the exact list
@@ -166,7 +168,9 @@ def render_markdown(r: dict) -> str:
     for name, label in INDEXES.items():
         idx = r["indexes"][name]
         smallest = r["smallest_ef_reaching_target"][name]
-        lines.append(f"- {label} ({idx['items']:,} items): release `{idx['release']}`, ef {idx['shipped_ef']} "
+        h = idx["manifest_hnsw"]
+        lines.append(f"- {label} ({idx['items']:,} items): release `{idx['release']}` (M {h.get('M')}, "
+                     f"ef_construction {h.get('ef_construction')}), ef {idx['shipped_ef']} "
                      f"({idx['shipped_ef_source']}), "
                      f"recall@100 {idx['shipped_recall_at_100']:.4f} on {idx['users']:,} users "
                      f"({idx['interests']:,} interests, mean history {idx['mean_history']} items); the smallest "
@@ -178,7 +182,10 @@ def render_markdown(r: dict) -> str:
         f"{c['loadavg_1min_before_after'][0]} before, {c['loadavg_1min_before_after'][1]} after.",
         "- Interests: the release's ONNX user tower (`Release.tower`) on each user's newest max_len items, K'u "
         "interests kept (`kept_interests`). Beauty: a fixed random sample of the dataset's users; 1M items: the "
-        "simulator's users on the synthetic catalog (bench/synthetic_release.py `sim_config`).",
+        "simulator's first users on the synthetic catalog (bench/synthetic_release.py `sim_config`), whose tower "
+        f"was trained on the simulator's users from {synthetic_release.FIRST_TRAIN_USER:,} on.",
+        "- Index: the release's `items.hnsw`, hnswlib space 'ip' over the item vectors lifted to one norm "
+        "(model/ann.py `build_index`), M and ef_construction as the manifest's `hnsw` says (above).",
         "- Served list: `recall_batch` (stream/worker/recall.py), one user per call: each interest searched with "
         "k = 100 + the history's length, max over interests, history removed, top 100. hnswlib searches with "
         "max(ef, k), so an ef below k costs and finds what ef = k does.",

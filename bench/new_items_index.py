@@ -2,12 +2,12 @@
 
     nice -n 5 .venv/bin/python -m bench.new_items_index [--items 100000] [--new 100000] [--past 20000]
 
-The release is bench/synthetic_release.py's (an untrained MIND of the served shape, d=64, over the simulator's
-catalog), built once under runs/bench/. New items go through the worker's own path, ReleaseRegistry.add_item
-(stream/worker/releases.py -> model/new_items.py: the category's anchor added to hnswlib under the index lock, with
-one resize_index, the first time a category has a new item; then the item's entry). `--past` more items are
-added beyond the bound (--new): the oldest are evicted, so memory must stay flat there. RSS is this process's
-VmRSS.
+The release is bench/synthetic_release.py's (a MIND of the served shape, d=64, trained briefly on the simulator's
+clicks over its catalog), built once under runs/bench/. New items go through the worker's own path,
+ReleaseRegistry.add_item (stream/worker/releases.py -> model/new_items.py: the category's anchor added to hnswlib
+under the index lock, with one resize_index, the first time a category has a new item; then the item's entry).
+`--past` more items are added beyond the bound (--new): the oldest are evicted, so memory must stay flat there.
+RSS is this process's VmRSS.
 
 Writes docs/benchmarks/new_items.json and docs/benchmarks/new_items.md.
 """

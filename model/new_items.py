@@ -10,6 +10,9 @@ go). Why not one hnswlib element per item: many identical vectors are harmless, 
 bound (hnswlib's update in place, or replace_deleted) broke the graph here (knn_query could no longer return 100
 results for most queries after one wrap of a 1,000-item bound), and a bound without recycling grows forever.
 
+The index is a release's (model/ann.py `build_index`: vectors lifted to the norm `radius`, which covers every
+category vector), so an anchor is added lifted and queries are searched lifted.
+
 hnswlib's add_items is not safe concurrently with knn_query, and resize_index with neither (hnswlib README;
 nmslib/hnswlib issues 29, 562, 590), and both release the GIL: every access to the index goes through `lock`,
 whichever thread makes it.
@@ -23,15 +26,18 @@ from collections import OrderedDict
 import hnswlib
 import numpy as np
 
+from model.ann import lift, lift_queries
+
 DEFAULT_CAPACITY = 100_000
 ANCHOR_BASE = 1 << 62  # hnswlib labels of the category anchors (trained items are 0..n-1)
 
 
 class NewItems:
-    def __init__(self, index: hnswlib.Index, n_items: int, categories: list[str], category_vectors: np.ndarray,
-                 capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(self, index: hnswlib.Index, radius: float, n_items: int, categories: list[str],
+                 category_vectors: np.ndarray, capacity: int = DEFAULT_CAPACITY) -> None:
         self.lock = threading.Lock()
         self.index = index
+        self.radius = radius
         self.n = n_items
         self.capacity = capacity
         self.category_index = {c: i + 1 for i, c in enumerate(categories)}  # row of category_vectors
@@ -77,12 +83,12 @@ class NewItems:
         del self.by_serial[self.serial.pop(item_id)]
 
     def _add_anchor(self, category: str) -> None:
-        vector = self.category_vectors[self.category_index[category]]
+        vector = lift(self.category_vectors[self.category_index[category]][None, :], self.radius)
         with self.lock:
             count = self.index.get_current_count()
             if count >= self.index.get_max_elements():
                 self.index.resize_index(max(count + 1, self.n + len(self.category_index)))
-            self.index.add_items(vector[None, :], np.asarray([ANCHOR_BASE + len(self.anchors)], dtype=np.uint64),
+            self.index.add_items(vector, np.asarray([ANCHOR_BASE + len(self.anchors)], dtype=np.uint64),
                                  num_threads=1)
         self.members[category] = OrderedDict()
         self.anchors.append(category)
@@ -90,9 +96,9 @@ class NewItems:
     def search(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per query row [Q, d]: (labels, distances) of its best k over trained and new items, best first (hnswlib
         'ip' distance, 1 - dot product). A new item's label is n + its number (`label`)."""
+        lifted = lift_queries(queries)
         with self.lock:
-            labels, distances = self.index.knn_query(queries, k=min(k, self.index.get_current_count()),
-                                                     num_threads=1)
+            labels, distances = self.index.knn_query(lifted, k=min(k, self.index.get_current_count()), num_threads=1)
         if not self.anchors:
             return list(zip(labels.astype(np.int64), distances, strict=True))
         out = []

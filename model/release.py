@@ -39,10 +39,14 @@ FILES = ("user_tower.onnx", "item_embeddings.npy", "item_ids.txt", "items.hnsw",
 # category embeddings are inside user_tower.onnx). Optional; checked like every file the manifest lists.
 ITEM_CATEGORIES = "item_categories.json"
 # 2: the tower takes behavior embeddings instead of indices; category_embeddings.npy (new items' vectors)
-FORMAT = 2
+# 3: items.hnsw holds the vectors lifted to the norm hnsw.radius (model/ann.py `build_index`), dimension d + 1
+FORMAT = 3
 ONNX_OPSET = 17
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 200
+# A denser graph than hnswlib's usual 16 / 200: on a trained 100,000-item synthetic catalog, recall@100 0.95 at ef
+# 100 instead of 400 (Beauty: 0.988 instead of 0.968 at ef 50), for 1.5-2.5x the build time and 128 more bytes of
+# links per item (docs/benchmarks/ann.md).
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 400
 HNSW_EF_SEARCH = 200  # query-time ef of a release written without an ef check (and of older releases)
 
 
@@ -178,17 +182,17 @@ def write_release(
                        for item, cats in zip(vocab.item_ids, vocab.item_category_lists[1:], strict=True) if cats}
     if item_categories:
         (tmp / ITEM_CATEGORIES).write_text(json.dumps(item_categories, separators=(",", ":")), encoding="utf-8")
-    index = hnswlib.Index(space="ip", dim=emb.shape[1])
-    index.init_index(max_elements=emb.shape[0], ef_construction=HNSW_EF_CONSTRUCTION, M=HNSW_M, random_seed=100)
-    index.add_items(emb, np.arange(emb.shape[0]), num_threads=index_threads)
-    index.save_index(str(tmp / "items.hnsw"))
-    hnsw = {"space": "ip", "M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH}
-    if ef_check is not None:
-        hnsw.update(_chosen_ef(model, index, emb, ef_check))
     # the vector the embedding layer gives an item known only by its category: that category's embedding
     # (row c = category c of the manifest's `categories`, 1-based; row 0 = none)
     cat_vectors = model.embedding.cat_emb.weight[: vocab.n_categories + 1].numpy().astype(np.float32)
     np.save(tmp / "category_embeddings.npy", cat_vectors, allow_pickle=False)
+    radius = ann.radius(emb, cat_vectors)  # new items are indexed with the category vectors
+    index = ann.build_index(emb, radius, HNSW_M, HNSW_EF_CONSTRUCTION, threads=index_threads)
+    index.save_index(str(tmp / "items.hnsw"))
+    hnsw = {"space": "ip", "M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH,
+            "radius": radius}
+    if ef_check is not None:
+        hnsw.update(_chosen_ef(model, index, emb, ef_check))
 
     hyper = cfg.to_dict()
     hyper.pop("extra", None)
@@ -403,6 +407,12 @@ def load_release(path: str | Path) -> Release:
     for key in ("version", "files", "item_count", "d", "K", "max_len", "profile_fields"):
         if key not in manifest:
             raise ReleaseError(f"{mpath}: missing key {key!r}")
+    if manifest.get("format") != FORMAT:
+        raise ReleaseError(f"{mpath}: format {manifest.get('format')}, this version reads {FORMAT} (its index holds "
+                           "lifted vectors, model/ann.py): write the release again")
+    radius = manifest.get("hnsw", {}).get("radius")
+    if not isinstance(radius, (int, float)) or not math.isfinite(radius) or radius <= 0:
+        raise ReleaseError(f"{mpath}: hnsw.radius must be a positive number, got {radius!r}")
     files = manifest["files"]
     for name in FILES:
         if name not in files:
@@ -433,9 +443,10 @@ def load_release(path: str | Path) -> Release:
         raise ReleaseError(f"{path / 'item_ids.txt'}: duplicate item ids")
 
     count, index_dim = _hnsw_header(path / "items.hnsw")
-    if count != n or index_dim != d:
-        raise ReleaseError(f"{path / 'items.hnsw'}: index holds {count} x {index_dim}, embeddings are {n} x {d}")
-    index = hnswlib.Index(space="ip", dim=d)
+    if count != n or index_dim != d + 1:
+        raise ReleaseError(f"{path / 'items.hnsw'}: index holds {count} x {index_dim}, embeddings are {n} x {d} "
+                           f"(lifted: {n} x {d + 1})")
+    index = hnswlib.Index(space="ip", dim=d + 1)
     try:
         index.load_index(str(path / "items.hnsw"), max_elements=n)
     except RuntimeError as e:
@@ -460,7 +471,12 @@ def load_release(path: str | Path) -> Release:
         vectors = np.asarray(index.get_items(sample), dtype=np.float32)
     except RuntimeError:  # a label that is not in the index
         raise ReleaseError(f"{path / 'items.hnsw'}: labels are not the row numbers 0..{n - 1}") from None
-    if not np.allclose(vectors, emb[sample], atol=1e-6):
+    try:
+        expected = ann.lift(emb[sample], radius)
+        ann.lift(category_vectors, radius)  # new items are indexed with these: each must have a lift
+    except ValueError as e:
+        raise ReleaseError(f"{mpath}: hnsw.radius does not cover the vectors ({e})") from None
+    if vectors.shape != expected.shape or not np.allclose(vectors, expected, atol=1e-6):
         raise ReleaseError(f"{path / 'items.hnsw'}: indexed vectors differ from item_embeddings.npy")
 
     opts = ort.SessionOptions()
@@ -484,7 +500,7 @@ def load_release(path: str | Path) -> Release:
         embeddings=emb,
         index=index,
         profile_fields={k: dict(v) for k, v in manifest["profile_fields"].items()},
-        new_items=NewItems(index, n, categories, category_vectors),
+        new_items=NewItems(index, float(radius), n, categories, category_vectors),
         session=session,
     )
     # smoke inference: two users of different lengths through the real tower

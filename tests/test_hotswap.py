@@ -65,9 +65,9 @@ def corrupt_copies(release: Path, where: Path) -> dict[str, Path]:
     shutil.copytree(release, wrong_dim)
     manifest = json.loads((wrong_dim / "manifest.json").read_text())
     n, d = manifest["item_count"], manifest["d"]
-    index = hnswlib.Index(space="ip", dim=d + 1)
+    index = hnswlib.Index(space="ip", dim=d + 2)  # a release's index is d + 1 wide (lifted, model/ann.py)
     index.init_index(max_elements=n)
-    index.add_items(np.random.default_rng(0).normal(size=(n, d + 1)).astype(np.float32), np.arange(n))
+    index.add_items(np.random.default_rng(0).normal(size=(n, d + 2)).astype(np.float32), np.arange(n))
     index.save_index(str(wrong_dim / "items.hnsw"))
     manifest["version"] = "wrong-dim"
     manifest["files"]["items.hnsw"] = hashlib.sha256((wrong_dim / "items.hnsw").read_bytes()).hexdigest()

@@ -170,16 +170,15 @@ class _Probe:
 def test_index_writes_and_searches_never_overlap() -> None:
     """Adds (a resize, then an anchor per new category) from one thread, searches from two others, as a search
     run off the event loop would meet an add made on it. Real hnswlib; without the lock this crashes it."""
-    import hnswlib
+    from model.ann import build_index, radius
 
     rng = np.random.default_rng(0)
     n, d, n_categories = 2000, 16, 3000
-    index = hnswlib.Index(space="ip", dim=d)
-    index.init_index(max_elements=n, ef_construction=100, M=16, random_seed=1)
-    index.add_items(rng.normal(size=(n, d)).astype(np.float32), np.arange(n))
+    items = rng.normal(size=(n, d)).astype(np.float32)
+    categories = rng.normal(size=(n_categories + 1, d)).astype(np.float32)
+    index = build_index(items, radius(items, categories), M=16, ef_construction=100, seed=1)
     index.set_ef(100)
-    new_items = NewItems(index, n, [f"c{c}" for c in range(n_categories)],
-                         rng.normal(size=(n_categories + 1, d)).astype(np.float32))
+    new_items = NewItems(index, radius(items, categories), n, [f"c{c}" for c in range(n_categories)], categories)
     probe = _Probe(index)
     new_items.index = probe
     queries = np.ascontiguousarray(rng.normal(size=(4, d)).astype(np.float32))

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hnswlib
 import numpy as np
 import pytest
 
+from model.ann import build_index, radius
 from model.new_items import NewItems
 from model.release import Release
 from stream.messages import MessageError, UserInterests
@@ -20,14 +20,12 @@ def release() -> Release:
     """A release of 300 random items, no tower (recall never runs it)."""
     rng = np.random.default_rng(3)
     emb = rng.normal(size=(300, 8)).astype(np.float32)
-    index = hnswlib.Index(space="ip", dim=8)
-    index.init_index(max_elements=300, ef_construction=200, M=16, random_seed=1)
-    index.add_items(emb, np.arange(300))
+    index = build_index(emb, radius(emb), M=16, ef_construction=200, seed=1)
     index.set_ef(300)  # exhaustive enough to compare with brute force
     ids = [f"item-{i}" for i in range(300)]
     return Release(path=Path("."), version="test", manifest={}, manifest_sha256="", item_ids=ids,
                    item_index={x: i + 1 for i, x in enumerate(ids)}, embeddings=emb, index=index, profile_fields={},
-                   new_items=NewItems(index, 300, [], np.zeros((1, 8), np.float32)), session=None)
+                   new_items=NewItems(index, radius(emb), 300, [], np.zeros((1, 8), np.float32)), session=None)
 
 
 def brute_force(release: Release, interests: np.ndarray, history: set[str], n: int) -> list[str]:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from model.ann import build_index, lift, lift_queries
 from model.data import Vocab, leave_one_out, load_dataset
 from model.mind import MINDConfig
 from model.release import (
@@ -78,7 +79,7 @@ def test_item_side_matches_the_model(briefly_trained):
     assert release.item_ids == split.vocab.item_ids
     # the ANN index answers like brute-force inner product for most queries
     q = release.embeddings[:50]
-    labels, _ = release.index.knn_query(q, k=10)
+    labels, _ = release.index.knn_query(lift_queries(q), k=10)
     exact = np.argsort(-(q @ release.embeddings.T), axis=1)[:, :10]
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(labels, exact, strict=True)])
     assert recall >= 0.9
@@ -139,6 +140,18 @@ def test_missing_file_and_bad_manifest_are_rejected(copy_of: Path):
         load_release(copy_of)
 
 
+def test_a_release_of_an_older_format_or_a_radius_short_of_its_vectors_is_rejected(copy_of: Path):
+    manifest = json.loads((copy_of / "manifest.json").read_text())
+    old = {**manifest, "format": 2}  # its index held the raw vectors: hnswlib would read it at the wrong width
+    (copy_of / "manifest.json").write_text(json.dumps(old))
+    with pytest.raises(ReleaseError, match="format 2, this version reads 3"):
+        load_release(copy_of)
+    manifest["hnsw"]["radius"] *= 0.5
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ReleaseError, match="hnsw.radius does not cover the vectors"):
+        load_release(copy_of)
+
+
 def test_embeddings_of_the_wrong_dimension_are_rejected(copy_of: Path):
     emb = np.load(copy_of / "item_embeddings.npy")
     np.save(copy_of / "item_embeddings.npy", np.concatenate([emb, emb[:, :1]], axis=1))
@@ -159,10 +172,7 @@ def test_index_and_tower_disagreeing_with_embeddings_are_rejected(copy_of: Path)
     _rewrite_checksums(copy_of)
     with pytest.raises(ReleaseError, match="index holds"):
         load_release(copy_of)
-    index = hnswlib.Index(space="ip", dim=d + 8)
-    index.init_index(max_elements=len(wide))
-    index.add_items(wide, np.arange(len(wide)))
-    index.save_index(str(copy_of / "items.hnsw"))
+    build_index(wide, manifest["hnsw"]["radius"], M=16, ef_construction=200).save_index(str(copy_of / "items.hnsw"))
     cats = np.load(copy_of / "category_embeddings.npy")
     np.save(copy_of / "category_embeddings.npy", np.concatenate([cats, np.zeros((len(cats), 8), np.float32)], 1))
     _rewrite_checksums(copy_of)
@@ -175,16 +185,17 @@ def test_an_index_of_other_vectors_or_labels_is_rejected(copy_of: Path):
     """Checked on a sample of rows (model.release.VERIFY_SAMPLE) plus the first and the last."""
     emb = np.load(copy_of / "item_embeddings.npy")
     n, d = emb.shape
+    radius = json.loads((copy_of / "manifest.json").read_text())["hnsw"]["radius"]
 
     def index_of(vectors: np.ndarray, labels: np.ndarray) -> None:
-        index = hnswlib.Index(space="ip", dim=d)
+        index = hnswlib.Index(space="ip", dim=d + 1)
         index.init_index(max_elements=len(vectors))
-        index.add_items(vectors, labels)
+        index.add_items(lift(vectors, radius), labels)
         index.save_index(str(copy_of / "items.hnsw"))
         _rewrite_checksums(copy_of)
 
     other = emb.copy()
-    other[n - 1] += 0.5  # one row off: the last row is always in the sample
+    other[n - 1] *= 0.5  # one row off (and still within the radius): the last row is always in the sample
     index_of(other, np.arange(n))
     with pytest.raises(ReleaseError, match="indexed vectors differ"):
         load_release(copy_of)
