@@ -3,10 +3,11 @@ runs on the same cores.
 
     python -m bench.retrain_beside [--repeats 3] [--quiet-s 30] [--epochs 1]      (make bench)
 
-One embedded broker (Tansu), one `mindstream worker` serving a Beauty release (bench/stream.py trains it once),
-and clicks at `--rate` per second from this process for the whole run (Beauty users interleaved, `ts` stamped at
-send time). Each repeat holds three windows in turn (the two retrains swap places every other repeat); between
-two, the worker works off the window's backlog and settles for `--settle-s`, measured nowhere:
+Per repeat, a fresh embedded broker (Tansu) and `mindstream worker` serving a Beauty release (bench/stream.py
+trains it once), and clicks at `--rate` per second from this process for the whole repeat (Beauty users
+interleaved, `ts` stamped at send time). Each repeat holds three windows in turn (the two retrains swap places
+every other repeat); between two, the worker works off the window's backlog and settles for `--settle-s`,
+measured nowhere:
 * none: `--quiet-s` seconds with no retrain;
 * unbounded: a real `mindstream retrain --threads 0 --nice 0` subprocess (the trainer before its bounds: torch's
   default threads, one per core, at the worker's priority), the window lasting as long as it does (at most
@@ -42,20 +43,17 @@ from bench.stream import (
     BEAUTY,
     OUT_DIR,
     CandidatesReader,
+    Scenario,
     beauty_release,
     latency_stats,
     machine_conditions,
     write_report,
 )
-from infra.broker import EmbeddedBroker
 from infra.processes import REPO, WorkerProcess
 from model.priority import TRAIN_NICE, Priority
 from model.settings import env_name, settings_of
 from model.train import TRAIN_THREADS, TrainConfig
-from stream.commands.produce import interleaved_dataset, pipeline_topics, produce
-from stream.config import Settings
-from stream.topic_writer import ensure_topics
-from stream.topology import CANDIDATES, CLICKS
+from stream.commands.produce import interleaved_dataset, produce
 
 WORK = REPO / "runs" / "retrain_beside"
 BASE = REPO.parent / "shared" / "data" / "ml-100k"  # docker-compose's trainer joins the clicks to this by default
@@ -164,44 +162,27 @@ def quiet_window(seconds: float, worker: WorkerProcess, reader: WindowReader) ->
 
 def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
     """Per repeat and condition: latency of the lists whose clicks were sent in the window, the retrain's wall
-    and CPU time, the worker's CPU time."""
-    settings = Settings.from_env()
+    and CPU time, the worker's CPU time. Each repeat has a broker and worker of its own (bench/stream.py's
+    Scenario): the embedded broker's cost grows with what it holds (docs/reliability.md), and on one broker the
+    last repeat's windows, retrain or not, were several times slower than the first's."""
     serving = WORK / "serving"
     release = beauty_release(serving, args.serving_epochs)
     retrain_models = WORK / "retrained"
     shutil.rmtree(retrain_models, ignore_errors=True)
-    state = WORK / "state"
-    shutil.rmtree(state, ignore_errors=True)
     events = itertools.cycle(list(interleaved_dataset(BEAUTY)))
-    with contextlib.ExitStack() as stack:
-        broker = stack.enter_context(EmbeddedBroker(log_path=str(WORK / "broker.log")))
-        ensure_topics(broker.bootstrap, pipeline_topics(settings), settings.partitions)
-        worker = WorkerProcess("retrain-beside", WORK / "worker.log", broker.bootstrap, state, models_dir=serving)
-        stack.callback(worker.stop)
-        reader = WindowReader(broker.bootstrap, settings.topic(CANDIDATES.name))
-        stack.callback(reader.close)
-        clicks = settings.topic(CLICKS.name)
-
-        # warm-up (bench/stream.py's): the worker has joined and serves; its first clicks are measured nowhere
-        t = time.monotonic()
-        sent = produce(itertools.islice(events, 1), broker.bootstrap, clicks, progress=False).sent
-        while reader.published() < 1:
-            worker.check_alive()
-            if time.monotonic() - t > 180:
-                raise RuntimeError(f"no candidates 180 s after the first click; see {WORK / 'worker.log'}")
-            time.sleep(0.2)
-        sent += produce(itertools.islice(events, args.warmup), broker.bootstrap, clicks, progress=False).sent
-        reader.wait_settled(sent, [worker])
-        reader.read_new()
-        print(f"serving after {time.monotonic() - t:.1f} s (warm-up {sent} clicks)", flush=True)
-
-        load = PacedClicks(events, broker.bootstrap, clicks, args.rate)
-        load.start()
-        stack.callback(load.stop)
-        windows: list[tuple[int, str, float, float]] = []  # (repeat, condition, first ts, last ts)
-        figures: dict[tuple[int, str], dict] = {}
-        quiet_window(args.settle_s, worker, reader)  # the paced load reaches its rate
-        for rep in range(args.repeats):
+    repeats: list[dict] = []
+    sent = 0
+    for rep in range(args.repeats):
+        with contextlib.ExitStack() as stack:
+            scenario = Scenario(f"retrain-beside-{rep}", serving, events, REPO, stack, reader_type=WindowReader)
+            worker, broker, reader = scenario.worker, scenario.broker, scenario.reader
+            scenario.warm_up(args.warmup)
+            load = PacedClicks(events, broker.bootstrap, scenario.clicks_topic, args.rate)
+            load.start()
+            stack.callback(load.stop)
+            windows: list[tuple[str, float, float]] = []  # (condition, first ts, last ts)
+            figures: dict[str, dict] = {}
+            quiet_window(args.settle_s, worker, reader)  # the paced load reaches its rate
             # the two retrains swap places every other repeat: a drift of the machine's load over the run does
             # not fall on one of them alone
             order = CONDITIONS if rep % 2 == 0 else (CONDITIONS[0], CONDITIONS[2], CONDITIONS[1])
@@ -210,31 +191,32 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
                 cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 start = time.time()
                 if condition == "none":
-                    figures[rep, condition] = quiet_window(args.quiet_s, worker, reader)
+                    figures[condition] = quiet_window(args.quiet_s, worker, reader)
                 else:
-                    figures[rep, condition] = run_retrain(condition, broker.bootstrap, retrain_models, args.base,
-                                                          args.epochs, args.retrain_limit_s,
-                                                          WORK / f"retrain-{condition}.log", worker, reader)
-                windows.append((rep, condition, start, time.time()))
-                figures[rep, condition].update({f"{name}_cpu_s": round(cpu_seconds(pid) - cpu_before[name], 1)
-                                                for name, pid in pids.items()})
-                figures[rep, condition]["loadavg_1min_at_end"] = round(os.getloadavg()[0], 2)
+                    figures[condition] = run_retrain(condition, broker.bootstrap, retrain_models, args.base,
+                                                     args.epochs, args.retrain_limit_s,
+                                                     WORK / f"retrain-{condition}.log", worker, reader)
+                windows.append((condition, start, time.time()))
+                figures[condition].update({f"{name}_cpu_s": round(cpu_seconds(pid) - cpu_before[name], 1)
+                                           for name, pid in pids.items()})
+                figures[condition]["loadavg_1min_at_end"] = round(os.getloadavg()[0], 2)
                 if load.error is not None:
                     raise RuntimeError(f"the click producer failed: {load.error!r}")
                 # measured nowhere: the worker works off the window's backlog, then settles
-                figures[rep, condition]["catch_up_s"] = round(reader.caught_up(time.time(), worker, 300), 1)
+                figures[condition]["catch_up_s"] = round(reader.caught_up(time.time(), worker, 300), 1)
                 quiet_window(args.settle_s, worker, reader)
-                print(f"repeat {rep + 1} {condition}: {figures[rep, condition]}", flush=True)
-        load.stop()
-        reader.wait_settled(reader.published() + 1, [worker], timeout_s=30)
-        pairs = reader.read_new()
-
-    repeats: list[dict] = [{} for _ in range(args.repeats)]
-    for rep, condition, start, end in windows:
-        stats = latency_stats([(e, p) for e, p in pairs if start <= e < end])
-        stats["window_s"] = round(end - start, 1)
-        repeats[rep][condition] = {**stats, **figures[rep, condition]}
-    return repeats, {"serving_release": release.name, "clicks_sent": sent + load.sent}
+                print(f"repeat {rep + 1} {condition}: {figures[condition]}", flush=True)
+            load.stop()
+            reader.wait_settled(reader.published() + 1, [worker], timeout_s=30)
+            pairs = reader.read_new()
+            sent += scenario.sent + load.sent
+        repeat = {}
+        for condition, start, end in windows:
+            stats = latency_stats([(e, p) for e, p in pairs if start <= e < end])
+            stats["window_s"] = round(end - start, 1)
+            repeat[condition] = {**stats, **figures[condition]}
+        repeats.append(repeat)
+    return repeats, {"serving_release": release.name, "clicks_sent": sent}
 
 
 def median(repeats: list[dict], condition: str, key: str) -> float | None:
@@ -286,18 +268,19 @@ Per repeat, p50 / p99 ms (none, unbounded, bounded), retrain wall s (unbounded /
 
 ## How it was measured
 
-- `.venv/bin/python -m bench.retrain_beside {c['argv']}` on {c['cores']} cores ({c['cpu']}). One embedded Tansu
-  broker, one `mindstream worker` (default settings) serving a MIND release trained {c['serving_epochs']} epoch(s) on
-  Beauty, {c['rate']:.0f} clicks/s of Beauty users (interleaved) from the benchmark process for the whole run
-  ({c['clicks_sent']:,} clicks), after a warm-up of {c['warmup']} clicks. Broker, worker, the producer and the
+- `.venv/bin/python -m bench.retrain_beside {c['argv']}` on {c['cores']} cores ({c['cpu']}). Per repeat, a fresh
+  embedded Tansu broker and `mindstream worker` (default settings; the broker's cost grows with what it holds,
+  docs/reliability.md) serving a MIND release trained {c['serving_epochs']} epoch(s) on Beauty,
+  {c['rate']:.0f} clicks/s of Beauty users (interleaved) from the benchmark process for the whole repeat
+  ({c['clicks_sent']:,} clicks in all), after a warm-up of {c['warmup']} clicks. Broker, worker, the producer and the
   retrain all share the cores.
 - Each repeat: {c['quiet_s']:.0f} s with no retrain, then `mindstream retrain --base {c['base']} --epochs
   {c['epochs']} --patience {c['epochs']} --no-announce --threads 0 --nice 0`, then the same retrain with no bound
   flags (the defaults), the two swapping places every other repeat. Between windows, measured nowhere: until the
   first list of a click sent after the window is published (the window's backlog is worked off), then
-  {c['settle_s']:.0f} s. The retrain exports every click
-  sent so far from Kafka, joins them to the base dataset (docker-compose's trainer's default), trains, tests,
-  exports the ONNX tower, builds the hnswlib index and chooses its ef, into a models directory of its own; it
+  {c['settle_s']:.0f} s. The retrain exports every click sent so far in the repeat from Kafka, joins them to the
+  base dataset (docker-compose's trainer's default), trains, tests, exports the ONNX tower, builds the hnswlib
+  index and chooses its ef, into a models directory of its own; it
   announces nothing, so the worker serves the same release throughout. A window lasts as long as its retrain
   (from the process's start to its exit). The retrain runs in a session of its own, as cron starts a job (and
   the worker in another): where the kernel's autogroup is on, as here, sessions share the CPU first and niceness

@@ -232,7 +232,8 @@ class Phase:
 class Scenario:
     """One broker and one worker serving `models`, fed from `events`."""
 
-    def __init__(self, name: str, models: Path, events: Iterator[dict], repo: Path, stack: contextlib.ExitStack):
+    def __init__(self, name: str, models: Path, events: Iterator[dict], repo: Path, stack: contextlib.ExitStack,
+                 reader_type: type[CandidatesReader] = CandidatesReader):
         settings = Settings.from_env()
         self.name, self.events = name, events
         state = WORK / "state" / name
@@ -242,7 +243,7 @@ class Scenario:
         self.worker = WorkerProcess(name, WORK / f"worker-{name}.log", self.broker.bootstrap, state,
                                     models_dir=models, repo=repo)
         stack.callback(self.worker.stop)
-        self.reader = CandidatesReader(self.broker.bootstrap, settings.topic(CANDIDATES.name))
+        self.reader = reader_type(self.broker.bootstrap, settings.topic(CANDIDATES.name))
         stack.callback(self.reader.close)
         self.clicks_topic = settings.topic(CLICKS.name)
         self.sent = 0
