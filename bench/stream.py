@@ -314,6 +314,16 @@ class Scenario:
                      broker_cpu_ms_per_click=round((cpu1[1] - cpu0[1]) * 1000.0 / max(sent, 1), 3))
 
 
+def probe_note(phase: Phase) -> str:
+    """A probe in a progress line: rate, verdict, p99 and what limited it: `250✗ p99 131 ms` (or `lag +3/s`)."""
+    p99 = phase.latency.get("p99_ms")
+    note = f"{phase.rate:,.0f}{chr(10003) if phase.held else chr(10007)} p99 {p99:.0f} ms" if p99 is not None \
+        else f"{phase.rate:,.0f}{chr(10003) if phase.held else chr(10007)} no lists"
+    if phase.lag_slope is not None and phase.lag_slope > 0.01 * phase.rate:
+        note += f" lag +{phase.lag_slope:.1f}/s"
+    return note
+
+
 def holds(phase: Phase, slo_ms: float) -> bool:
     """The SLO search's verdict: p99 within the SLO and a backlog that does not grow."""
     p99 = phase.latency.get("p99_ms")
@@ -357,7 +367,7 @@ def run_worker_scenario(name: str, models: Path, events: Iterator[dict], args: a
             results.append({"burst_eps": burst, "slo_eps": slo, "at100": asdict(at100),
                             "at_slo": asdict(at_slo) if at_slo else None, "probes": [asdict(p) for p in probes]})
             print(f"[{name}] repeat {rep + 1}: burst {burst:,.0f}/s; SLO {slo:,.0f}/s "
-                  f"(probed {', '.join(f'{p.rate:,.0f}{chr(10003) if p.held else chr(10007)}' for p in probes)}); "
+                  f"(probed {', '.join(probe_note(p) for p in probes)}); "
                   f"100/s p50 {at100.latency.get('p50_ms', float('nan')):.1f} "
                   f"p99 {at100.latency.get('p99_ms', float('nan')):.1f} ms", flush=True)
     return results
