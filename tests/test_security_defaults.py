@@ -81,7 +81,7 @@ def test_local_prometheus_listens_on_loopback_by_default() -> None:
 def _release(path: Path, embeddings: np.ndarray | None = None) -> Path:
     """A release directory whose checksums match but whose files are not a model: whatever fails to load
     in it got past the checksums."""
-    from model.release import FILES
+    from model.release import FILES, FORMAT
 
     path.mkdir()
     for name in FILES:
@@ -89,7 +89,8 @@ def _release(path: Path, embeddings: np.ndarray | None = None) -> Path:
     if embeddings is not None:
         np.save(path / "item_embeddings.npy", embeddings, allow_pickle=True)
     files = {name: hashlib.sha256((path / name).read_bytes()).hexdigest() for name in FILES}
-    manifest = {"version": "v-test", "files": files, "item_count": 1, "d": 2, "K": 1, "max_len": 4,
+    manifest = {"format": FORMAT, "hnsw": {"radius": 1.0}, "version": "v-test", "files": files,
+                "item_count": 1, "d": 2, "K": 1, "max_len": 4,
                 "profile_fields": []}
     (path / "manifest.json").write_text(json.dumps(manifest))
     return path
