@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import synthetic_release
-from bench.stream import BEAUTY, OUT_DIR, WORK, beauty_release, machine_conditions, write_report
+from bench.stream import BEAUTY, WORK, add_report_flags, beauty_release, machine_conditions, write_report
 from model import ann
 from model.data import load_dataset
 from model.release import HNSW_EF_SEARCH, Release, load_release
@@ -216,9 +216,7 @@ def main() -> int:
     p.add_argument("--m1-models", type=Path, default=WORK / "models-1m",
                    help="1M-item release root, built there when none verifies (default %(default)s)")
     p.add_argument("--items", type=int, default=1_000_000, help="synthetic catalog size (default %(default)s)")
-    p.add_argument("--load-note", default=os.environ.get("BENCH_LOAD_NOTE", "not stated"),
-                   help="what else ran on the machine, recorded in the report (env BENCH_LOAD_NOTE)")
-    p.add_argument("--out", type=Path, default=OUT_DIR, help="where to write the results (default %(default)s)")
+    add_report_flags(p)
     args = p.parse_args()
     load_before = os.getloadavg()[0]
     top_n = ann.TOP_N

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from bench import synthetic_release
 from bench.soak import consumed
-from bench.stream import OUT_DIR, CandidatesReader, latency_stats, machine_conditions, write_report
+from bench.stream import CandidatesReader, add_report_flags, latency_stats, machine_conditions, write_report
 from infra.broker import EmbeddedBroker
 from infra.measure import metric_value, rss_bytes
 from infra.processes import WorkerProcess
@@ -457,9 +457,7 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=300, help="warm-up clicks (default %(default)s)")
     p.add_argument("--sim-users", type=int, default=2000, help="simulated users (default %(default)s)")
     p.add_argument("--skip-swap", action="store_true", help="part 1 only (a dry run; nothing is written)")
-    p.add_argument("--load-note", default=os.environ.get("BENCH_LOAD_NOTE", "not stated"),
-                   help="what else ran on the machine, recorded in the report (env BENCH_LOAD_NOTE)")
-    p.add_argument("--out", type=Path, default=OUT_DIR, help="where to write the results (default %(default)s)")
+    add_report_flags(p)
     args = p.parse_args()
     load_before = os.getloadavg()[0]
     WORK.mkdir(parents=True, exist_ok=True)

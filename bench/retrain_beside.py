@@ -41,10 +41,11 @@ from pathlib import Path
 
 from bench.stream import (
     BEAUTY,
-    OUT_DIR,
     CandidatesReader,
     Scenario,
+    add_report_flags,
     beauty_release,
+    cpu_seconds,
     latency_stats,
     machine_conditions,
     write_report,
@@ -62,13 +63,6 @@ CONDITIONS = ("none", "unbounded", "bounded")
 RETRAIN_FLAGS = {"unbounded": ["--threads", "0", "--nice", "0"], "bounded": []}
 BOUND_VARIABLES = {env_name(f) for f in [*settings_of(TrainConfig), *settings_of(Priority)]
                    if f.name in ("threads", "nice")}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a running process so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class WindowReader(CandidatesReader):
@@ -309,9 +303,7 @@ def main() -> int:
     p.add_argument("--serving-epochs", type=int, default=1,
                    help="epochs of the served Beauty release, trained once (default %(default)s)")
     p.add_argument("--warmup", type=int, default=300, help="warm-up clicks (default %(default)s)")
-    p.add_argument("--load-note", default=os.environ.get("BENCH_LOAD_NOTE", "not stated"),
-                   help="what else ran on the machine, recorded in the report (env BENCH_LOAD_NOTE)")
-    p.add_argument("--out", type=Path, default=OUT_DIR, help="where to write the results (default %(default)s)")
+    add_report_flags(p)
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]

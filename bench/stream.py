@@ -494,6 +494,14 @@ def run_bare(events: Iterator[dict], n: int, repeats: int) -> list[float]:
 # --------------------------------------------------------------------------- report
 
 
+def add_report_flags(p: argparse.ArgumentParser) -> None:
+    """The flags every benchmark's report takes: --load-note (what else ran, recorded beside the figures) and --out
+    (where the md and json go)."""
+    p.add_argument("--load-note", default=os.environ.get("BENCH_LOAD_NOTE", "not stated"),
+                   help="what else ran on the machine, recorded in the report (env BENCH_LOAD_NOTE)")
+    p.add_argument("--out", type=Path, default=OUT_DIR, help="where to write the results (default %(default)s)")
+
+
 def machine_conditions(load_before: float, load_note: str) -> dict:
     """What a reader needs to compare runs: the machine, when, and how busy it was."""
     return {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
@@ -683,9 +691,7 @@ def main() -> int:
     p.add_argument("--baseline-repeats", type=int, default=None, help="repeats of the baseline (default: --repeats)")
     p.add_argument("--only", choices=["beauty", "1m", "bare"], action="append",
                    help="run only these scenarios (a dry run; nothing is written)")
-    p.add_argument("--load-note", default=os.environ.get("BENCH_LOAD_NOTE", "not stated"),
-                   help="what else ran on the machine, recorded in the report (env BENCH_LOAD_NOTE)")
-    p.add_argument("--out", type=Path, default=OUT_DIR, help="where to write the results (default %(default)s)")
+    add_report_flags(p)
     args = p.parse_args()
     todo = args.only or ["beauty", "1m", "bare"]
     load_before = os.getloadavg()[0]

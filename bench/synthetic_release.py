@@ -30,7 +30,7 @@ from model.ann import MAX_USERS, EfCheck
 from model.data import Vocab
 from model.mind import MIND, MINDConfig
 from model.release import FORMAT, ReleaseError, current_release_dir, load_release, write_release
-from model.train import TrainConfig
+from model.train import TrainConfig, torch_threads
 from stream.commands.simulate import ClickSimulator, SimConfig, category_id, item_id
 
 FIRST_TRAIN_USER = 1_000  # the simulator's users 0..999 are the measured ones (the ef check, bench/ann.py)
@@ -115,10 +115,9 @@ def train_briefly(n_items: int, n_categories: int, cats: np.ndarray, seed: int =
             torch.optim.Adam([p for p in model.parameters() if p is not ids.weight], lr=TrainConfig().lr)]
     profile = torch.zeros(BATCH, 0, dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine's other core serves; two torch threads on two busy cores spin
     t0, loss = time.perf_counter(), torch.zeros(())
-    try:
+    # one thread: the machine's other core serves; two torch threads on two busy cores spin
+    with torch_threads(1):
         model.train()
         for _ in range(TRAIN_EPOCHS):
             perm = torch.randperm(len(target), generator=gen)
@@ -130,8 +129,6 @@ def train_briefly(n_items: int, n_categories: int, cats: np.ndarray, seed: int =
                 loss.backward()
                 for o in opts:
                     o.step()
-    finally:
-        torch.set_num_threads(threads)
     ids.sparse = False
     model.eval()
     return model, {"users": train_users, "interactions": int(len(target)) + train_users,

@@ -51,8 +51,6 @@ def thread_count(text: str) -> int:
     return value
 
 
-
-
 @dataclass
 class TrainConfig:
     epochs: int = setting(30, "maximum epochs; early stopping usually ends sooner")
