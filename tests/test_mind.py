@@ -414,3 +414,13 @@ def test_the_live_interest_similarity_metric_observes_users_with_several_interes
     observe_interest_similarity([same, orthogonal, orthogonal], [3, 4, 1])  # the K'u = 1 user has no pair
     added = {le: below(le) - n for le, n in before.items()}
     assert added == {"0.0": 1, "0.99": 1, "1.0": 2}  # cosine 0 (orthogonal) and 1 (collapsed), nothing else
+
+
+def test_the_live_interest_cosine_is_the_offline_one():
+    from stream.worker.interests import interest_cosines
+
+    V, n = torch.randn(6, 4, 8), torch.tensor([1, 2, 3, 4, 4, 1])
+    sim, has = interest_similarity(V, n)
+    live = interest_cosines(list(V.numpy()), n.tolist())
+    assert live.shape == (4,)
+    assert np.allclose(live, sim[has].numpy(), atol=1e-6)

@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 
 import faust
 import numpy as np
-import torch
 
 from model.ann import kept_interests
-from model.mind import interest_similarity
 from model.release import Release
 from stream.config import Settings
 from stream.events import UNKNOWN_ITEM, Click, InvalidEvent, parse_click
@@ -61,12 +59,24 @@ def interests_message(user_id: str, release: Release, interests: np.ndarray, beh
                          behaviors.items, refresh)
 
 
+def interest_cosines(interests: list[np.ndarray], n_interests: list[int]) -> np.ndarray:
+    """The mean pairwise cosine of each user's valid interests (interests [K, d] and K'u per user), for the users
+    with two or more: model/mind.py's `interest_similarity`, which the offline report uses, in numpy. A batch holds a
+    few users, and torch's cost per call was 7 % of a busy worker's main thread (py-spy, the 1M catalog at 140/s)."""
+    V = np.stack(interests).astype(np.float64)
+    unit = V / np.maximum(np.linalg.norm(V, axis=-1, keepdims=True), 1e-12)  # F.normalize's eps
+    cos = unit @ unit.transpose(0, 2, 1)  # [B, K, K]
+    valid = np.arange(V.shape[1])[None, :] < np.asarray(n_interests)[:, None]
+    pairs = valid[:, None, :] & valid[:, :, None] & ~np.eye(V.shape[1], dtype=bool)
+    n_pairs = pairs.sum((1, 2))
+    has = n_pairs > 0
+    return (cos * pairs).sum((1, 2))[has] / n_pairs[has]
+
+
 def observe_interest_similarity(interests: list[np.ndarray], n_interests: list[int]) -> None:
     """Each user's mean pairwise interest cosine into `mindstream_interest_similarity` (users with two or more),
-    computed by the function the offline report uses (model/mind.py), one call per batch."""
-    sim, has_pairs = interest_similarity(torch.from_numpy(np.stack(interests)),
-                                         torch.as_tensor(np.asarray(n_interests, dtype=np.int64)))
-    for value in sim[has_pairs].tolist():
+    one call per batch."""
+    for value in interest_cosines(interests, n_interests).tolist():
         metrics.INTEREST_SIMILARITY.observe(value)
 
 
