@@ -268,7 +268,7 @@ class Scenario:
         while self.reader.published() < 1:
             self.worker.check_alive()
             if time.monotonic() - t > 180:
-                raise RuntimeError(f"{self.name}: no candidates 180 s after the first click; see {WORK}")
+                raise StartFailure(f"{self.name}: no candidates 180 s after the first click; see {WORK}")
             time.sleep(0.2)
         self.send(n, 0)
         self.reader.wait_settled(self.sent, [self.worker])
@@ -350,6 +350,31 @@ def slo_search(probe: Callable[[float], Phase], low: Phase, high: float, steps: 
     return (best.rate if best else 0.0), best, probes
 
 
+class StartFailure(RuntimeError):
+    """A worker that published no list for its first click: it never started serving, so nothing was measured."""
+
+
+START_ATTEMPTS = 3  # a worker that stalls while it joins (859bbd3 does, now and then) gets a fresh broker and worker
+
+
+def start_scenario(name: str, models: Path, events: Iterator[dict], repo: Path, stack: contextlib.ExitStack,
+                   warmup: int) -> tuple[Scenario, int]:
+    """A warmed-up scenario and the attempts it took: a start that stalls is retried on a fresh broker and worker,
+    up to START_ATTEMPTS times, since it measures no throughput; the attempts are recorded with the repeat."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        inner = stack.enter_context(contextlib.ExitStack())
+        sc = Scenario(name, models, events, repo, inner)
+        try:
+            sc.warm_up(warmup)
+            return sc, attempt
+        except StartFailure as e:
+            inner.close()
+            if attempt == START_ATTEMPTS:
+                raise
+            print(f"[{name}] {e}; start {attempt} of {START_ATTEMPTS} failed, starting again", flush=True)
+    raise AssertionError("unreachable")
+
+
 def run_worker_scenario(name: str, models: Path, events: Iterator[dict], args: argparse.Namespace,
                         repo: Path = WORKER_REPO, repeats: int | None = None) -> list[dict]:
     """Per repeat, on a fresh broker and worker (the broker's cost grows with what it holds, docs/reliability.md, so
@@ -358,13 +383,12 @@ def run_worker_scenario(name: str, models: Path, events: Iterator[dict], args: a
     results: list[dict] = []
     for rep in range(repeats or args.repeats):
         with contextlib.ExitStack() as stack:
-            sc = Scenario(name, models, events, repo, stack)
-            sc.warm_up(args.warmup)
+            sc, attempts = start_scenario(name, models, events, repo, stack, args.warmup)
             burst = sc.burst(args.burst)
             at100 = sc.hold(100, args.hold_s)
             slo, at_slo, probes = slo_search(lambda rate, sc=sc: sc.hold(rate, args.hold_s), at100, 1.2 * burst,
                                              args.steps, args.slo_ms)
-            results.append({"burst_eps": burst, "slo_eps": slo, "at100": asdict(at100),
+            results.append({"start_attempts": attempts, "burst_eps": burst, "slo_eps": slo, "at100": asdict(at100),
                             "at_slo": asdict(at_slo) if at_slo else None, "probes": [asdict(p) for p in probes]})
             print(f"[{name}] repeat {rep + 1}: burst {burst:,.0f}/s; SLO {slo:,.0f}/s "
                   f"(probed {', '.join(probe_note(p) for p in probes)}); "
