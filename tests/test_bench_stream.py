@@ -1,9 +1,10 @@
 """bench/stream.py's SLO search (the bisection over offered rates, on phases whose p99 is a function of the rate) and
-its retry of a worker that stalls while it starts."""
+its retry of a worker that stalls while it starts, and the click source that never runs dry."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,7 @@ def test_a_start_that_stalls_is_retried_on_a_fresh_broker_and_worker(monkeypatch
     monkeypatch.setattr(StallingScenario, "stalls", 2, raising=False)
     monkeypatch.setattr(stream_bench, "Scenario", StallingScenario)
     with contextlib.ExitStack() as stack:
-        sc, attempts = stream_bench.start_scenario("s", Path("m"), iter(()), Path("r"), stack, 0)
+        sc, attempts = stream_bench.start_scenario("s", Path("m"), lambda: iter(()), Path("r"), stack, 0)
         assert attempts == 3 and StallingScenario.closed == 2  # the stalled starts were torn down first
     assert StallingScenario.closed == 3
 
@@ -78,5 +79,20 @@ def test_a_worker_that_never_starts_fails_the_run(monkeypatch) -> None:
     monkeypatch.setattr(StallingScenario, "stalls", 99, raising=False)
     monkeypatch.setattr(stream_bench, "Scenario", StallingScenario)
     with contextlib.ExitStack() as stack, pytest.raises(stream_bench.StartFailure):
-        stream_bench.start_scenario("s", Path("m"), iter(()), Path("r"), stack, 0)
+        stream_bench.start_scenario("s", Path("m"), lambda: iter(()), Path("r"), stack, 0)
     assert StallingScenario.starts == stream_bench.START_ATTEMPTS
+
+
+def test_the_click_source_starts_over_when_it_runs_out() -> None:
+    passes = []
+
+    def source():
+        passes.append(len(passes))
+        return iter([{"n": 1}, {"n": 2}])
+
+    assert [e["n"] for e in itertools.islice(stream_bench.endless(source), 5)] == [1, 2, 1, 2, 1]
+    assert len(passes) == 3  # each pass a fresh iterator of the source
+
+
+def test_an_empty_click_source_ends_instead_of_spinning() -> None:
+    assert list(stream_bench.endless(lambda: iter(()))) == []
