@@ -268,7 +268,7 @@ class Scenario:
         while self.reader.published() < 1:
             self.worker.check_alive()
             if time.monotonic() - t > 180:
-                raise StartFailure(f"{self.name}: no candidates 180 s after the first click; see {WORK}")
+                raise RuntimeError(f"{self.name}: no candidates 180 s after the first click; see {WORK}")
             time.sleep(0.2)
         self.send(n, 0)
         self.reader.wait_settled(self.sent, [self.worker])
@@ -352,13 +352,6 @@ def slo_search(probe: Callable[[float], Phase], low: Phase, high: float, steps: 
     return (best.rate if best else 0.0), best, probes
 
 
-class StartFailure(RuntimeError):
-    """A worker that published no list for its first click: it never started serving, so nothing was measured."""
-
-
-START_ATTEMPTS = 3  # a worker that stalls while it joins (859bbd3 does, now and then) gets a fresh broker and worker
-
-
 def endless(source: Callable[[], Iterator[dict]]) -> Iterator[dict]:
     """The source's clicks, started over each time it runs out. One repeat's probes can ask for more clicks than a
     finite source holds: the 1M scenario's 2,000 simulated users click about 60,000 times, a probe at 900/s for 30 s
@@ -372,25 +365,6 @@ def endless(source: Callable[[], Iterator[dict]]) -> Iterator[dict]:
             return
 
 
-def start_scenario(name: str, models: Path, events: Callable[[], Iterator[dict]], repo: Path,
-                   stack: contextlib.ExitStack, warmup: int) -> tuple[Scenario, int]:
-    """A warmed-up scenario fed from the start of `events()` (endlessly), and the attempts it took: a start that
-    stalls is retried on a fresh broker and worker, up to START_ATTEMPTS times, since it measures no throughput; the
-    attempts are recorded with the repeat."""
-    for attempt in range(1, START_ATTEMPTS + 1):
-        inner = stack.enter_context(contextlib.ExitStack())
-        sc = Scenario(name, models, endless(events), repo, inner)
-        try:
-            sc.warm_up(warmup)
-            return sc, attempt
-        except StartFailure as e:
-            inner.close()
-            if attempt == START_ATTEMPTS:
-                raise
-            print(f"[{name}] {e}; start {attempt} of {START_ATTEMPTS} failed, starting again", flush=True)
-    raise AssertionError("unreachable")
-
-
 def run_worker_scenario(name: str, models: Path, events: Callable[[], Iterator[dict]], args: argparse.Namespace,
                         repo: Path = WORKER_REPO, repeats: int | None = None) -> list[dict]:
     """Per repeat, on a fresh broker and worker (the broker's cost grows with what it holds, docs/reliability.md, so
@@ -399,12 +373,13 @@ def run_worker_scenario(name: str, models: Path, events: Callable[[], Iterator[d
     results: list[dict] = []
     for rep in range(repeats or args.repeats):
         with contextlib.ExitStack() as stack:
-            sc, attempts = start_scenario(name, models, events, repo, stack, args.warmup)
+            sc = Scenario(name, models, endless(events), repo, stack)
+            sc.warm_up(args.warmup)
             burst = sc.burst(args.burst)
             at100 = sc.hold(100, args.hold_s)
             slo, at_slo, probes = slo_search(lambda rate, sc=sc: sc.hold(rate, args.hold_s), at100, 1.2 * burst,
                                              args.steps, args.slo_ms)
-            results.append({"start_attempts": attempts, "burst_eps": burst, "slo_eps": slo, "at100": asdict(at100),
+            results.append({"burst_eps": burst, "slo_eps": slo, "at100": asdict(at100),
                             "at_slo": asdict(at_slo) if at_slo else None, "probes": [asdict(p) for p in probes]})
             print(f"[{name}] repeat {rep + 1}: burst {burst:,.0f}/s; SLO {slo:,.0f}/s "
                   f"(probed {', '.join(probe_note(p) for p in probes)}); "
@@ -707,7 +682,7 @@ ANN: the releases serve ef {ann['beauty']['ef']} (Beauty, recall@100 {ann['beaut
   are this machine's). Lists are fetched during each phase and decoded after it.
 - Beauty release: MIND (d=64, K=4, max_len=50) trained {c['beauty_epochs']} epoch(s) on Beauty; the 1M release:
   bench/synthetic_release.py. Clicks: Beauty users interleaved; the simulator with {c['sim_users']:,} users over
-  the 1M catalog. Each repeat (and each start of a worker) takes them from the beginning, and from the beginning
+  the 1M catalog. Each repeat takes them from the beginning, and from the beginning
   again whenever they run out.
 - Bare loop: {c['bare_events']:,} click-sized messages pre-loaded, then consumed and produced again one by one
   by aiokafka (no decoding), rate from the first record fetched to the last flushed.

@@ -1,13 +1,9 @@
 """bench/stream.py's SLO search (the bisection over offered rates, on phases whose p99 is a function of the rate) and
-its retry of a worker that stalls while it starts, and the click source that never runs dry."""
+the click source that never runs dry."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-from pathlib import Path
-
-import pytest
 
 import bench.stream as stream_bench
 from bench.stream import Phase, slo_search
@@ -47,40 +43,6 @@ def test_a_growing_lag_fails_a_rate_whatever_its_p99() -> None:
     low.lag_slope = 5.0  # 5 % of the rate a second
     slo, at_slo, probes = slo_search(lambda rate: phase(rate, 10.0), low, 400, steps=2, slo_ms=100)
     assert slo == 0.0 and at_slo is None and len(probes) == 3
-
-
-class StallingScenario:
-    """A scenario whose worker stalls while it joins for the first `stalls` starts, then serves."""
-
-    starts = 0
-    closed = 0
-
-    def __init__(self, name, models, events, repo, stack) -> None:
-        type(self).starts += 1
-        stack.callback(lambda: setattr(type(self), "closed", type(self).closed + 1))
-
-    def warm_up(self, n: int) -> None:
-        if type(self).starts <= self.stalls:
-            raise stream_bench.StartFailure("no candidates")
-
-
-def test_a_start_that_stalls_is_retried_on_a_fresh_broker_and_worker(monkeypatch) -> None:
-    StallingScenario.starts = StallingScenario.closed = 0
-    monkeypatch.setattr(StallingScenario, "stalls", 2, raising=False)
-    monkeypatch.setattr(stream_bench, "Scenario", StallingScenario)
-    with contextlib.ExitStack() as stack:
-        sc, attempts = stream_bench.start_scenario("s", Path("m"), lambda: iter(()), Path("r"), stack, 0)
-        assert attempts == 3 and StallingScenario.closed == 2  # the stalled starts were torn down first
-    assert StallingScenario.closed == 3
-
-
-def test_a_worker_that_never_starts_fails_the_run(monkeypatch) -> None:
-    StallingScenario.starts = StallingScenario.closed = 0
-    monkeypatch.setattr(StallingScenario, "stalls", 99, raising=False)
-    monkeypatch.setattr(stream_bench, "Scenario", StallingScenario)
-    with contextlib.ExitStack() as stack, pytest.raises(stream_bench.StartFailure):
-        stream_bench.start_scenario("s", Path("m"), lambda: iter(()), Path("r"), stack, 0)
-    assert StallingScenario.starts == stream_bench.START_ATTEMPTS
 
 
 def test_the_click_source_starts_over_when_it_runs_out() -> None:
