@@ -301,11 +301,11 @@ class Scenario:
                 samples.append((elapsed, (self.offered - offered0) - (consumed(self.worker.metrics()) - consumed0)))
         duration = time.monotonic() - t0
         cpu1 = cpu_seconds(self.worker.pid), cpu_seconds(self.broker.pid)
-        if self.sent - sent0 < n:  # a dry source offers nothing: that is no measurement of the rate
-            raise RuntimeError(f"{self.name}: the click source ran dry ({self.sent - sent0:,} of {n:,} clicks sent)")
+        sent = self.sent - sent0
+        if sent < n:  # a dry source offers nothing: that is no measurement of the rate
+            raise RuntimeError(f"{self.name}: the click source ran dry ({sent:,} of {n:,} clicks sent)")
         self.reader.wait_settled(self.sent, [self.worker])
         after = self.worker.metrics()
-        sent = self.sent - sent0
         late = [(t, lag) for t, lag in samples if t >= min(5.0, seconds / 3)]
         slope = float(np.polyfit([t for t, _ in late], [lag for _, lag in late], 1)[0]) if len(late) >= 3 else None
         return Phase(rate=round(rate, 1), offered_eps=round(sent / duration, 1), clicks=sent,
