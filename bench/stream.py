@@ -78,11 +78,11 @@ STAGES = ("parse_table", "tower", "search", "produce")
 
 
 def beauty_release(root: Path, epochs: int) -> Path:
-    """A Beauty release trained with a small budget, reused when one is there, verifies and chose its ef (older
-    releases served ef 200 whatever the recall)."""
+    """A Beauty release trained with a small budget, reused when one is there, verifies and chose its ef with an
+    exact head (older releases served ef 200 whatever the recall, or chose it from the graph alone)."""
     with contextlib.suppress(ReleaseError):
         path = current_release_dir(root)
-        if "recall_at_100" in load_release(path).manifest["hnsw"]:
+        if {"recall_at_100", "exact_head"} <= load_release(path).manifest["hnsw"].keys():
             return path
     from model.mind import MINDConfig
     from model.train import TrainConfig, train_release

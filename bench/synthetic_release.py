@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.ann import MAX_USERS, EfCheck
+from model.ann import MAX_USERS, EfCheck, head_size
 from model.data import Vocab
 from model.mind import MIND, MINDConfig
 from model.release import FORMAT, ReleaseError, current_release_dir, load_release, write_release
@@ -45,9 +45,9 @@ def sim_config(n_items: int, n_categories: int, n_users: int = 20_000, seed: int
 
 
 def version_of(n_items: int, seed: int = 0) -> str:
-    """The version (directory name) of the synthetic release of this size, seed and release format: a release of an
-    older format, which no longer loads, stays beside the new one instead of blocking its name."""
-    return f"synthetic-{n_items}-s{seed}-f{FORMAT}"
+    """The version (directory name) of the synthetic release of this size, seed, release format and exact head
+    (model/ann.py): a release written by an older writer stays beside the new one instead of blocking its name."""
+    return f"synthetic-{n_items}-s{seed}-f{FORMAT}-head{head_size(n_items)}"
 
 
 def simulated_histories(n_items: int, n_categories: int, n_users: int, seed: int = 0) -> dict[str, list[str]]:
@@ -138,10 +138,10 @@ def train_briefly(n_items: int, n_categories: int, cats: np.ndarray, seed: int =
 
 
 def ensure(out: Path, n_items: int, n_categories: int, seed: int = 0) -> Path:
-    """The release under `out` if one of the right size is there and verifies, else a new one."""
+    """The release under `out` if the current one is this writer's (`version_of`) and verifies, else a new one."""
     try:
         path = current_release_dir(out)
-        if load_release(path).manifest["item_count"] == n_items:
+        if path.name == version_of(n_items, seed) and load_release(path).manifest["item_count"] == n_items:
             return path
     except ReleaseError:
         pass

@@ -190,9 +190,9 @@ def write_release(
     index = ann.build_index(emb, radius, HNSW_M, HNSW_EF_CONSTRUCTION, threads=index_threads)
     index.save_index(str(tmp / "items.hnsw"))
     hnsw = {"space": "ip", "M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH,
-            "radius": radius}
+            "radius": radius, "exact_head": ann.head_size(emb.shape[0])}
     if ef_check is not None:
-        hnsw.update(_chosen_ef(model, index, emb, ef_check))
+        hnsw.update(_chosen_ef(model, index, emb, ef_check, ann.ExactHead.of(emb, hnsw["exact_head"])))
 
     hyper = cfg.to_dict()
     hyper.pop("extra", None)
@@ -231,8 +231,9 @@ def write_release(
     return final
 
 
-def _chosen_ef(model: Tower, index: hnswlib.Index, emb: np.ndarray, check: ann.EfCheck) -> dict:
-    """The manifest's ef fields from the recall the index reaches on `check`'s users (at most ann.MAX_USERS,
+def _chosen_ef(model: Tower, index: hnswlib.Index, emb: np.ndarray, check: ann.EfCheck, head: ann.ExactHead) -> dict:
+    """The manifest's ef fields from the recall the index and its exact `head`, searched as the worker searches
+    them, reach on `check`'s users (at most ann.MAX_USERS,
     a fixed sample): ef_search, the recall there, the target and the recall at every ef measured (ascending, up
     to the first that reaches the target)."""
     users = np.arange(len(check.items))
@@ -243,7 +244,7 @@ def _chosen_ef(model: Tower, index: hnswlib.Index, emb: np.ndarray, check: ann.E
     # the served interests (K'u of them) and history (the sequence's items: labels are tower indices - 1)
     queries = [(ann.kept_interests(v.numpy(), k), row[row > 0] - 1)
                for v, k, row in zip(interests, n_interests, items.numpy(), strict=True)]
-    recalls = ann.measure(index, emb, queries, stop_at=check.target)
+    recalls = ann.measure(index, emb, queries, stop_at=check.target, head=head)
     ef = ann.choose_ef(recalls, check.target)
     # a target no ef reaches keeps the default: serving cost is not multiplied for a recall still short of it
     chosen = ef if ef is not None else HNSW_EF_SEARCH
@@ -256,7 +257,8 @@ def _chosen_ef(model: Tower, index: hnswlib.Index, emb: np.ndarray, check: ann.E
 class Release:
     """A verified release, ready to serve. `item_index` maps external ids to tower indices (1-based);
     embedding row / hnsw label r is tower index r + 1. `new_items` holds the items indexed while it serves
-    (model/new_items.py). Every index access goes through `search` / `new_items`."""
+    (model/new_items.py); `head` the items searched exactly beside the graph (model/ann.py ExactHead). Every
+    index access goes through `search` / `new_items`."""
 
     path: Path
     version: str
@@ -268,6 +270,7 @@ class Release:
     index: hnswlib.Index
     profile_fields: dict[str, dict[str, int]]
     new_items: NewItems
+    head: ann.ExactHead = field(repr=False)
     session: ort.InferenceSession = field(repr=False)
 
     @property
@@ -370,9 +373,9 @@ class Release:
         return len(self.item_ids) + len(self.new_items)
 
     def search(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per query row: (labels, hnswlib distances) of the best k trained and new items, best first; serialised
-        with the index's writers (model/new_items.py)."""
-        return self.new_items.search(queries, k)
+        """Per query row: (labels, hnswlib distances) of the best k trained and new items from the graph (serialised
+        with the index's writers, model/new_items.py), and of the best k of the exact head, unordered."""
+        return ann.with_head(self.new_items.search(queries, k), self.head.search(queries, k))
 
     def encode_profile(self, profile: dict[str, str] | None) -> np.ndarray:
         profile = profile or {}
@@ -452,6 +455,9 @@ def load_release(path: str | Path) -> Release:
     except RuntimeError as e:
         raise ReleaseError(f"{path / 'items.hnsw'}: hnswlib cannot load it ({e})") from None
     index.set_ef(int(manifest.get("hnsw", {}).get("ef_search", HNSW_EF_SEARCH)))
+    head = manifest.get("hnsw", {}).get("exact_head", 0)  # releases written before it had none
+    if not isinstance(head, int) or isinstance(head, bool) or not 0 <= head <= n:
+        raise ReleaseError(f"{mpath}: hnsw.exact_head must be an item count from 0 to {n}, got {head!r}")
     categories = [str(c) for c in manifest.get("categories") or []]
     try:
         category_vectors = np.load(path / "category_embeddings.npy", allow_pickle=False)
@@ -501,6 +507,7 @@ def load_release(path: str | Path) -> Release:
         index=index,
         profile_fields={k: dict(v) for k, v in manifest["profile_fields"].items()},
         new_items=NewItems(index, float(radius), n, categories, category_vectors),
+        head=ann.ExactHead.of(emb, head),
         session=session,
     )
     # smoke inference: two users of different lengths through the real tower

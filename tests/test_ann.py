@@ -61,6 +61,32 @@ def test_a_small_graph_loses_recall_and_a_larger_ef_wins_it_back() -> None:
     assert recalls[10] < 0.9 and recalls[400] > recalls[10]
 
 
+def test_the_exact_head_holds_the_longest_items_and_scores_them_exactly() -> None:
+    rng = np.random.default_rng(8)
+    emb = rng.normal(size=(1000, 8)).astype(np.float32) * rng.uniform(0.2, 2.0, size=(1000, 1)).astype(np.float32)
+    head = ann.ExactHead.of(emb, 30)
+    assert list(head.labels) == list(np.argsort(-np.linalg.norm(emb, axis=1))[:30])
+    q = rng.normal(size=(5, 8)).astype(np.float32)
+    for row, (labels, dist) in zip(q, head.search(q, 10), strict=True):
+        assert set(labels) == set(head.labels[np.argsort(-(emb[head.labels] @ row))[:10]])
+        assert np.allclose(1.0 - dist, emb[labels] @ row, atol=1e-5)
+    assert all(len(labels) == 30 for labels, _ in head.search(q, 100))  # never more than it holds
+    assert all(len(labels) == 0 for labels, _ in ann.ExactHead.of(emb, 0).search(q, 10))
+    assert ann.head_size(12_101) == 61 and ann.head_size(1_000_000) == ann.HEAD_MAX == 5000
+
+
+def test_the_head_adds_to_what_the_graph_finds_and_a_head_of_every_item_is_exact() -> None:
+    rng = np.random.default_rng(4)
+    emb = rng.normal(size=(20_000, 32)).astype(np.float32)
+    index = ann.build_index(emb, ann.radius(emb), M=4, ef_construction=20, seed=1)
+    queries = users(30, 32, 20_000, seed=5)
+    graph = ann.measure(index, emb, queries, efs=(10,))[10]
+    partial = ann.measure(index, emb, queries, efs=(10,), head=ann.ExactHead.of(emb, 2_000))[10]
+    every = ann.measure(index, emb, queries, efs=(10,), head=ann.ExactHead.of(emb, len(emb)))[10]
+    # a found item of the exact list outranks every item outside it, so adding results never loses one
+    assert graph < 0.9 and partial >= graph and every == 1.0
+
+
 def test_lifting_keeps_every_inner_product_and_refuses_a_vector_past_the_radius() -> None:
     rng = np.random.default_rng(6)
     emb = rng.normal(size=(500, 16)).astype(np.float32) * rng.uniform(0.1, 3.0, size=(500, 1)).astype(np.float32)
@@ -156,7 +182,10 @@ def test_the_ef_a_release_is_written_with_follows_its_target(tmp_path: Path) -> 
         assert hnsw["ef_search"] == ef and hnsw["recall_target"] == target and hnsw["recall_users"] == 40
         assert len(hnsw["recall_by_ef"]) == (1 if target == 0.0 else len(ann.EFS))
         assert hnsw["recall_target_reached"] == (target == 0.0)
-        assert load_release(path).index.ef == ef
+        assert hnsw["exact_head"] == ann.head_size(n) == 15
+        loaded = load_release(path)
+        assert loaded.index.ef == ef
+        assert list(loaded.head.labels) == list(ann.ExactHead.of(loaded.embeddings, 15).labels)
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.ann import build_index, radius
+from model.ann import ExactHead, build_index, head_size, radius
 from model.new_items import NewItems
 from model.release import Release
 from stream.messages import MessageError, UserInterests
@@ -25,7 +25,8 @@ def release() -> Release:
     ids = [f"item-{i}" for i in range(300)]
     return Release(path=Path("."), version="test", manifest={}, manifest_sha256="", item_ids=ids,
                    item_index={x: i + 1 for i, x in enumerate(ids)}, embeddings=emb, index=index, profile_fields={},
-                   new_items=NewItems(index, radius(emb), 300, [], np.zeros((1, 8), np.float32)), session=None)
+                   new_items=NewItems(index, radius(emb), 300, [], np.zeros((1, 8), np.float32)),
+                   head=ExactHead.of(emb, head_size(300)), session=None)
 
 
 def brute_force(release: Release, interests: np.ndarray, history: set[str], n: int) -> list[str]:

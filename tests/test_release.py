@@ -152,6 +152,19 @@ def test_a_release_of_an_older_format_or_a_radius_short_of_its_vectors_is_reject
         load_release(copy_of)
 
 
+def test_the_exact_head_comes_from_the_manifest_and_a_bad_one_is_rejected(copy_of: Path):
+    manifest = json.loads((copy_of / "manifest.json").read_text())
+    assert len(load_release(copy_of).head.labels) == manifest["hnsw"]["exact_head"] > 0
+    for bad in (-1, manifest["item_count"] + 1, 2.5, "10", True):
+        hnsw = {**manifest["hnsw"], "exact_head": bad}
+        (copy_of / "manifest.json").write_text(json.dumps({**manifest, "hnsw": hnsw}))
+        with pytest.raises(ReleaseError, match="hnsw.exact_head must be an item count"):
+            load_release(copy_of)
+    del manifest["hnsw"]["exact_head"]  # written before the head: the graph alone, as it was served then
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    assert len(load_release(copy_of).head.labels) == 0
+
+
 def test_embeddings_of_the_wrong_dimension_are_rejected(copy_of: Path):
     emb = np.load(copy_of / "item_embeddings.npy")
     np.save(copy_of / "item_embeddings.npy", np.concatenate([emb, emb[:, :1]], axis=1))
