@@ -30,7 +30,7 @@ the 1M release from recall@100 0.910 to 0.980 at ef 100, for 0.13 ms per interes
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import hnswlib
 import numpy as np
@@ -102,6 +102,10 @@ class ExactHead:
 
     labels: np.ndarray
     vectors: np.ndarray
+    columns: np.ndarray = field(init=False, repr=False)  # vectors.T, contiguous: q @ columns is ~3x q @ vectors.T
+
+    def __post_init__(self) -> None:
+        self.columns = np.ascontiguousarray(self.vectors.T)
 
     @classmethod
     def of(cls, embeddings: np.ndarray, size: int) -> ExactHead:
@@ -120,7 +124,7 @@ class ExactHead:
         if k <= 0:
             empty = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))
             return [empty] * q.shape[0]
-        scores = q @ self.vectors.T  # [Q, H]
+        scores = q @ self.columns  # [Q, H]
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
             np.broadcast_to(np.arange(k), scores.shape)
         best = np.take_along_axis(scores, top, axis=1)
