@@ -357,7 +357,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=str(OUT_DIR), help="directory for the reports")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--seeds", type=int, default=SEEDS, help="seeds per neural method")
-    add_flags(parser, TrainConfig, ["device", "epochs"], use_env=False)  # an evaluation's flags only
+    add_flags(parser, TrainConfig, ["device", "epochs", "lr"], use_env=False)  # an evaluation's flags only
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a MINDConfig field for every neural method, e.g. --set K=8 (repeatable)")
     parser.add_argument("--jobs", type=int, default=1,

@@ -48,7 +48,7 @@ def test_eval_writes_reports_with_the_contract_schema(tmp_path):
     _click_log(data_dir / "clicks.csv")
     out = tmp_path / "results"
     rc = main(["eval", "--data", str(data_dir / "clicks.csv"), "--seeds", "2", "--epochs", "1", "--quiet",
-               "--device", "cpu", "--set", "d=8", "--set", "hidden=16", "--out", str(out)])
+               "--device", "cpu", "--set", "d=8", "--set", "hidden=16", "--lr", "0.003", "--out", str(out)])
     assert rc == 0
     results = json.loads((out / "offline_eval.json").read_text())
     assert list(results) == ["toy"]
@@ -67,6 +67,7 @@ def test_eval_writes_reports_with_the_contract_schema(tmp_path):
     assert results["toy"]["mostpop"]["HR@10"] < 1.0
     md = (out / "offline_eval.md").read_text()
     assert "mindstream eval" in md and "machine:" in md and "| mind_k |" in md
+    assert '"lr": 0.003' in md  # the --lr the towers were trained with is the one the report states
     assert (out / "offline_eval.png").stat().st_size > 0
 
 
