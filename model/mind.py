@@ -63,6 +63,9 @@ class MINDConfig:
     id_dropout: float = setting(0.0, "DropoutNet: share of items whose id embedding is dropped per training step; "
                                 "0 = off")
     dropout: float = setting(0.0, "dropout in the H-layer")
+    # Adam steps every coordinate by about lr, so lr against this scale sets how fast item vectors move
+    # (docs/results/ablations.md, Round 7)
+    init_std: float = setting(0.0, "std of the item and category embeddings' initialisation; 0 = d^-0.5")
     # max scores by max_k e_i . v_u^k, what serving ranks by; logsumexp by tau * logsumexp_k(e_i . v_u^k / tau)
     objective: str = setting("label_aware", "label_aware = the paper's label-aware attention picks the user vector "
                              "the item is scored with; max = every item (target and negatives) scored by the max "
@@ -105,13 +108,16 @@ class ItemEmbedding(nn.Module):
     """
 
     def __init__(self, n_items: int, n_categories: int, item_categories: Tensor, seen: Tensor, d: int,
-                 id_dropout: float = 0.0):
+                 id_dropout: float = 0.0, init_std: float = 0.0):
         super().__init__()
         self.id_dropout = id_dropout
         self.id_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
         self.cat_emb = nn.Embedding(max(n_categories, 1) + 1, d, padding_idx=0)
-        nn.init.normal_(self.id_emb.weight, std=d**-0.5)
-        nn.init.normal_(self.cat_emb.weight, std=d**-0.5)
+        if init_std < 0:
+            raise ValueError(f"init_std must be >= 0 (0 = d^-0.5), not {init_std}")
+        std = init_std if init_std > 0 else d**-0.5
+        nn.init.normal_(self.id_emb.weight, std=std)
+        nn.init.normal_(self.cat_emb.weight, std=std)
         with torch.no_grad():
             self.id_emb.weight[0].zero_()
             self.cat_emb.weight[0].zero_()
@@ -401,7 +407,8 @@ class Tower(nn.Module):
             seen = torch.ones(n_items + 1, dtype=torch.bool)
         if item_freq is None:
             item_freq = torch.ones(n_items + 1)
-        self.embedding = ItemEmbedding(n_items, n_categories, item_categories, seen, cfg.d, cfg.id_dropout)
+        self.embedding = ItemEmbedding(n_items, n_categories, item_categories, seen, cfg.d, cfg.id_dropout,
+                                       cfg.init_std)
         self.profile_sizes = list(profile_sizes or [])
         self.profile = ProfileEmbedding(self.profile_sizes, cfg.profile_dim)
         self.sampler = NegativeSampler(cfg.sampler, item_freq)

@@ -424,3 +424,17 @@ def test_the_live_interest_cosine_is_the_offline_one():
     live = interest_cosines(list(V.numpy()), n.tolist())
     assert live.shape == (4,)
     assert np.allclose(live, sim[has].numpy(), atol=1e-6)
+
+
+def test_init_std_sets_the_embeddings_scale_and_zero_means_d_to_the_minus_half():
+    def std_of(init_std: float) -> tuple[float, float]:
+        torch.manual_seed(0)
+        emb = ItemEmbedding(2000, 50, torch.zeros(2001, 1, dtype=torch.long), torch.ones(2001), d=64,
+                            init_std=init_std)
+        return float(emb.id_emb.weight[1:].std()), float(emb.cat_emb.weight[1:].std())
+    assert std_of(0.0) == pytest.approx((64**-0.5, 64**-0.5), rel=0.1)
+    assert std_of(0.01) == pytest.approx((0.01, 0.01), rel=0.1)
+    model = tiny(MINDConfig(d=8, K=4, max_len=12, hidden=(16,), profile_dim=4, init_std=0.01))
+    assert float(model.embedding.id_emb.weight[1:].std()) == pytest.approx(0.01, rel=0.2)
+    with pytest.raises(ValueError, match="init_std"):
+        ItemEmbedding(10, 0, torch.zeros(11, 1, dtype=torch.long), torch.ones(11), d=8, init_std=-1.0)
